@@ -1,0 +1,69 @@
+"""YAML loading, key.sub=value overrides, and the errors that name file, key and allowed values."""
+
+from pathlib import Path
+
+import pytest
+
+from train.config import ConfigError, config_to_dict, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+MINIMAL = "model: {tiny: {}}\ndata: {source: 'synthetic:arithmetic'}\n"
+
+
+def write(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_config_loads():
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert configs, "configs/ has no YAML files"
+    for path in configs:
+        load_config(path)
+
+
+def test_defaults_and_overrides_with_types(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    cfg = load_config(path, ["grpo.beta=0.04", "rollout.num_generations=8", "grpo.epsilon_high=0.28", "log.wandb.tags=[a, b]", "optim.micro_batch_size=8"])
+    assert cfg.grpo.beta == 0.04 and cfg.rollout.num_generations == 8
+    assert cfg.grpo.clip_high == 0.28 and load_config(path).grpo.clip_high == cfg.grpo.epsilon
+    assert cfg.log.wandb.tags == ["a", "b"]
+    assert config_to_dict(cfg)["grpo"]["beta"] == 0.04
+
+
+@pytest.mark.parametrize(
+    "yaml_text, overrides, expected",
+    [
+        (MINIMAL + "grpo: {loss_type: ppo}\n", [], ["exp.yaml: grpo.loss_type:", "'grpo', 'bnpo', 'dr_grpo' or 'dapo'", "got 'ppo'"]),
+        (MINIMAL, ["grpo.loss_type=ppo"], ["command line: grpo.loss_type:", "'dapo'"]),
+        (MINIMAL + "rollout: {temperature: -1}\n", [], ["exp.yaml: rollout.temperature:", "greater than 0", "got -1"]),
+        (MINIMAL + "rollout: {tempreature: 1}\n", [], ["rollout.tempreature: unknown key; allowed:", "temperature"]),
+        (MINIMAL, ["optim.lr=fast"], ["command line: optim.lr:", "valid number", "'fast'"]),
+        (MINIMAL, ["deepspeed.zero_stage=4"], ["deepspeed.zero_stage:", "0, 1, 2 or 3"]),
+        (MINIMAL, ["rollout.num_generations=1"], ["rollout.num_generations:", "greater than or equal to 2"]),
+        ("data: {source: x.jsonl}\n", [], ["exp.yaml: model: required key is missing"]),
+        (MINIMAL + "model: {tiny: {}, name_or_path: /x}\n", [], ["exactly one of model.name_or_path"]),
+        (MINIMAL + "rollout: {prompts_per_step: 3, num_generations: 3}\noptim: {micro_batch_size: 4}\n", [], ["divisible by optim.micro_batch_size = 4"]),
+        (MINIMAL + "deepspeed: {zero_stage: 2, offload_param: true}\n", [], ["offload_param needs zero_stage 3"]),
+    ],
+)
+def test_bad_values_name_file_key_and_allowed(tmp_path, yaml_text, overrides, expected):
+    path = write(tmp_path, yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    for fragment in expected:
+        assert fragment in str(info.value)
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "model: [unclosed\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="not of the form key.sub=value"):
+        load_config(write(tmp_path, MINIMAL), ["--lr", "3"])
+    with pytest.raises(ConfigError, match="'rollout' is a value, not a section"):
+        load_config(write(tmp_path, MINIMAL + "rollout: 3\n"), ["rollout.temperature=1"])

@@ -1,0 +1,59 @@
+"""Named batch containers. Dimensions: B prompts (this rank), G group size, N = B*G completions, P prompt length
+(left-padded), L completion length (right-padded), V vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RolloutBatch:
+    """What sampling produced on this rank. Rows are group-major: completions of prompt b are rows b*G .. b*G+G-1."""
+
+    input_ids: torch.Tensor  # [N, P+L] prompt (left-padded) followed by completion (right-padded)
+    attention_mask: torch.Tensor  # [N, P+L] 1 for real prompt and completion tokens (completion up to and incl. EOS)
+    completion_mask: torch.Tensor  # [N, L] 1 for completion tokens up to and including the first EOS
+    prompt_length: int  # P
+    completion_texts: list[str]  # [N] decoded completions, special tokens removed
+    prompt_texts: list[str]  # [N] the rendered prompt of each row
+    truncated: torch.Tensor  # [N] bool: no EOS within max_completion_length
+
+    @property
+    def completion_ids(self) -> torch.Tensor:  # [N, L]
+        return self.input_ids[:, self.prompt_length :]
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:  # [N]
+        return self.completion_mask.sum(dim=1)
+
+
+@dataclass
+class TrainBatch:
+    """Everything the policy update needs for one rollout batch on this rank."""
+
+    input_ids: torch.Tensor  # [N, P+L]
+    attention_mask: torch.Tensor  # [N, P+L]
+    completion_mask: torch.Tensor  # [N, L] float
+    advantages: torch.Tensor  # [N]
+    old_logprobs: torch.Tensor | None  # [N, L] log-probs under the sampling policy; None when num_iterations == 1
+    ref_logprobs: torch.Tensor | None  # [N, L] log-probs under the reference model; None when beta == 0
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def rows(self, start: int, stop: int) -> "TrainBatch":
+        """Micro-batch view of rows [start, stop)."""
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[start:stop]
+
+        return TrainBatch(
+            input_ids=self.input_ids[start:stop],
+            attention_mask=self.attention_mask[start:stop],
+            completion_mask=self.completion_mask[start:stop],
+            advantages=self.advantages[start:stop],
+            old_logprobs=cut(self.old_logprobs),
+            ref_logprobs=cut(self.ref_logprobs),
+        )

@@ -1,0 +1,364 @@
+"""The one typed config: every hyper-parameter of a run, loaded from YAML, overridden by `key.sub=value`, validated on load.
+
+Only `train/main.py` reads this tree; components receive plain values. Option names follow TRL's `GRPOConfig` where the
+meaning is the same (`num_generations`, `max_completion_length`, `beta`, `epsilon`, `epsilon_high`, `loss_type`,
+`num_iterations`, `temperature`, `top_p`, `scale_rewards`, `importance_sampling_level`).
+
+Every error names the file, the key and what is allowed, e.g.
+    configs/x.yaml: grpo.loss_type: Input should be 'grpo', 'bnpo', 'dr_grpo' or 'dapo' (got 'ppo')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used. The message names the file, the key and what is allowed."""
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, never silently ignored (torchtune config/_parse.py does the same).
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class TinyModelConfig(_Section):
+    """A small random-init causal LM built from a transformers config (offline smoke tests, the quickstart)."""
+
+    arch: Literal["qwen2", "llama"] = "qwen2"
+    """Which transformers architecture to instantiate."""
+    hidden_size: int = Field(64, gt=0)
+    """Model width."""
+    num_hidden_layers: int = Field(2, gt=0)
+    """Number of decoder blocks."""
+    num_attention_heads: int = Field(4, gt=0)
+    """Attention heads; must divide hidden_size."""
+    num_key_value_heads: int = Field(2, gt=0)
+    """KV heads (grouped-query attention); must divide num_attention_heads."""
+    intermediate_size: int = Field(128, gt=0)
+    """MLP width."""
+    max_position_embeddings: int = Field(512, gt=0)
+    """Longest sequence (prompt + completion) the model accepts."""
+    tie_word_embeddings: bool = True
+    """Share the input embedding and the LM head, as small Qwen2 models do."""
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "TinyModelConfig":
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must be divisible by num_key_value_heads={self.num_key_value_heads}"
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    name_or_path: str | None = None
+    """Local HF model directory (config + weights + tokenizer), or a hub name where the hub is reachable."""
+    tiny: TinyModelConfig | None = None
+    """Build a random-init model from this instead of loading one; the tokenizer is a byte-level one built locally."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype. float32 on CPU; bfloat16 on GPU (DeepSpeed then trains in bf16 with fp32 master weights)."""
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    """transformers attention kernel."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more compute)."""
+    trust_remote_code: bool = False
+    """Allow custom modelling code shipped with a model directory."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.name_or_path is None) == (self.tiny is None):
+            raise ValueError("set exactly one of model.name_or_path (a model directory) or model.tiny (a random-init model)")
+        return self
+
+
+class DataConfig(_Section):
+    source: str
+    """JSONL/JSON/parquet/CSV file, directory or glob; a `save_to_disk` directory; an HF dataset name; or a generated
+    task `synthetic:countdown|arithmetic|gsm8k_style[?n=1000&seed=0]`."""
+    subset: str | None = None
+    """HF dataset configuration name (e.g. `main` for openai/gsm8k)."""
+    split: str = "train"
+    """Split to train on."""
+    data_format: Literal["auto", "json", "parquet", "csv", "hf_disk", "hf"] = "auto"
+    """How to read `source`; auto infers it from the path."""
+    prompt_column: str = "prompt"
+    """Column holding the question (a string, or a list of chat messages)."""
+    answer_column: str = "answer"
+    """Column holding the reference answer that correctness rewards compare against."""
+    keep_columns: list[str] | None = None
+    """Further columns handed to reward functions (e.g. countdown's `numbers` and `target`); a synthetic source keeps
+    all of its columns when this is unset."""
+    limit: int | None = Field(None, gt=0)
+    """Use at most this many rows (debugging)."""
+    template: Literal["r1_zero", "chat", "plain"] = "r1_zero"
+    """Prompt template: the DeepSeek-R1-Zero prompt, the tokenizer's chat template, or the question as is."""
+    system_prompt: str | None = None
+    """System prompt for the `chat` and `plain` templates."""
+    prefill_think: bool = True
+    """End the r1_zero prompt with `<think>` so the model starts reasoning at once (as TinyZero does)."""
+    max_prompt_length: int = Field(256, gt=0)
+    """Prompts longer than this many tokens are dropped at load time (the count is printed)."""
+
+
+class RolloutConfig(_Section):
+    prompts_per_step: int = Field(8, gt=0)
+    """Prompts per optimiser step, summed over all ranks (B). Must be divisible by the world size."""
+    num_generations: int = Field(4, ge=2)
+    """Completions sampled per prompt (G, the group size); >= 2, since a group of one has zero advantage."""
+    max_completion_length: int = Field(64, gt=0)
+    """Longest completion in tokens (L); longer ones are cut and flagged truncated."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature; log-probs are computed from logits divided by it, so ratios match the sampler."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling."""
+    top_k: int = Field(0, ge=0)
+    """Top-k sampling; 0 disables it."""
+    gather_zero3_params: bool = True
+    """Under ZeRO-3, gather the full weights once per rollout instead of once per generated token (needs memory for one
+    full copy of the model per rank). With false, ranks generate in lock-step (synced_gpus)."""
+
+
+class GRPOConfig(_Section):
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
+    """Loss normalisation: per-sequence mean (grpo), per-micro-batch token mean (bnpo), constant (dr_grpo), global
+    token mean (dapo). See train/loss.py."""
+    beta: float = Field(0.0, ge=0)
+    """k3 KL coefficient to the reference model; 0 loads no reference model."""
+    epsilon: float = Field(0.2, gt=0, lt=1)
+    """Lower clip: ratio >= 1 - epsilon."""
+    epsilon_high: float | None = Field(None, gt=0)
+    """Upper clip: ratio <= 1 + epsilon_high (DAPO clip-higher uses 0.28). Defaults to epsilon."""
+    num_iterations: int = Field(1, ge=1)
+    """Policy updates per rollout batch (mu in the GRPO paper). With 1, old log-probs are not recomputed."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Divide advantages by the group's reward std, the batch's, or not at all (Dr. GRPO)."""
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    """Per-token ratio (GRPO) or one length-normalised ratio per sequence (GSPO)."""
+
+    @property
+    def clip_high(self) -> float:
+        """Derived: epsilon_high, or epsilon when unset."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+class RewardItem(_Section):
+    name: str
+    """A name from rewards.REWARD_FNS, or `package.module:function` for your own reward."""
+    weight: float = 1.0
+    """Weight in the summed reward."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword options passed to the reward function."""
+
+
+class RewardsConfig(_Section):
+    functions: list[RewardItem] = Field(default_factory=lambda: [RewardItem(name="math_accuracy"), RewardItem(name="format_strict")])
+    """Rewards summed with their weights; each one's mean is logged as rewards/NAME."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Hard limit per reward call; a reward that runs over scores `on_error` and is counted."""
+    num_workers: int = Field(2, ge=1)
+    """Worker processes for the expensive rewards (math-verify, code execution)."""
+    on_error: float = 0.0
+    """Score given when a reward raises, times out or does not apply."""
+    accuracy_reward: str | None = None
+    """Which reward is logged as `accuracy` (fraction of completions scoring >= 1); default: the first one."""
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-6, gt=0)
+    """Peak learning rate of AdamW."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas."""
+    adam_eps: float = Field(1e-8, gt=0)
+    """AdamW epsilon."""
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Clip the global gradient norm to this; 0 disables clipping."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """Schedule after warmup."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warmup from 0, in optimiser steps."""
+    micro_batch_size: int = Field(4, gt=0)
+    """Completions per forward/backward on each rank; a step's completions are accumulated in micro-batches."""
+    logprob_chunk_size: int = Field(1024, ge=0)
+    """Completion tokens per LM-head chunk when computing log-probs, so no [N, L, V] float32 tensor exists; 0 = one chunk."""
+
+
+class DeepSpeedConfig(_Section):
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    """ZeRO stage: 0 plain data parallel, 1 shards optimiser state, 2 also gradients, 3 also parameters."""
+    offload_optimizer: bool = False
+    """Keep optimiser state in CPU memory (ZeRO-2/3)."""
+    offload_param: bool = False
+    """Keep parameters in CPU memory (ZeRO-3 only)."""
+    config_file: str | None = None
+    """A DeepSpeed JSON whose entries override the ones built from this config (batch sizes always come from here)."""
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> "DeepSpeedConfig":
+        if self.offload_param and self.zero_stage != 3:
+            raise ValueError("offload_param needs zero_stage 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+        return self
+
+
+class WandbConfig(_Section):
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+    """online syncs to the server; offline writes under the run directory for `wandb sync`; disabled logs nothing."""
+    project: str = "thinkrl"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (user or team)."""
+    name: str | None = None
+    """Run name; defaults to the run directory's name."""
+    tags: list[str] = Field(default_factory=list)
+    """Run tags."""
+
+
+class LogConfig(_Section):
+    every: int = Field(1, gt=0)
+    """Write metrics every this many steps."""
+    num_samples: int = Field(4, ge=0)
+    """Completions (with their rewards) written to samples.jsonl per logged step."""
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+    """Weights & Biases settings."""
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(0, ge=0)
+    """Save every this many steps (and at the end); 0 saves only at the end."""
+    keep_last: int = Field(2, ge=1)
+    """Checkpoints kept on disk; older ones are deleted."""
+    export_hf: bool = True
+    """Also write the final policy as an HF directory (`from_pretrained`-loadable) in the run directory."""
+
+
+class TrainConfig(_Section):
+    model: ModelConfig
+    """Policy (and reference) model."""
+    data: DataConfig
+    """Prompt dataset and template."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """Sampling of the groups."""
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    """The GRPO objective."""
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    """Rule-based rewards."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """Optimiser, schedule and micro-batching."""
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    """ZeRO stage and offload."""
+    log: LogConfig = Field(default_factory=LogConfig)
+    """Metrics, samples and W&B."""
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Saving."""
+    max_steps: int = Field(10, gt=0)
+    """Optimiser steps (each one: a rollout batch and num_iterations updates on it)."""
+    seed: int = 0
+    """Seeds model init, data order and sampling (each rank adds its rank to the sampling seed)."""
+    output_dir: str = "runs"
+    """Parent of the run directory."""
+    run_name: str | None = None
+    """Run directory name under output_dir; default: config file stem + timestamp."""
+
+    @model_validator(mode="after")
+    def _batch_shapes(self) -> "TrainConfig":
+        completions = self.rollout.prompts_per_step * self.rollout.num_generations
+        if completions % self.optim.micro_batch_size:
+            raise ValueError(
+                f"rollout.prompts_per_step * rollout.num_generations = {completions} completions per step must be "
+                f"divisible by optim.micro_batch_size = {self.optim.micro_batch_size}"
+            )
+        return self
+
+
+def _set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
+    node = tree
+    parts = dotted_key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"command line: {dotted_key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`a.b=3` -> ("a.b", 3). Values are parsed as YAML, so `true`, `1e-6`, `[1, 2]` and `null` have their types."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or key.startswith("-"):
+            raise ConfigError(f"command line: '{item}' is not of the form key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"command line: {key}: cannot parse value '{raw}': {exc}") from None
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The field names of the section that `loc` points into, for 'unknown key' messages."""
+    section: type[BaseModel] = TrainConfig
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not models:
+            return []
+        section = models[0]
+    return list(section.model_fields)
+
+
+def _format_errors(origin: str, exc: ValidationError, overridden: set[str]) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = "command line" if key in overridden else origin
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key; allowed: {', '.join(_allowed_keys(err['loc']))}"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") and "input" in err else ""
+        lines.append(f"{where}: {key}: {message}{got}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML experiment file, apply `key.sub=value` overrides, validate. Raises ConfigError naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(tree).__name__}")
+    pairs = parse_overrides(overrides or [])
+    for key, value in pairs:
+        _set_dotted(tree, key, value)
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(path), exc, {k for k, _ in pairs})) from None
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The resolved config as plain data: written to the run directory, W&B and every checkpoint."""
+    return config.model_dump(mode="json")

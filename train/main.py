@@ -1,0 +1,261 @@
+"""thinkrl: GRPO for reasoning with rule-based rewards, trained through DeepSpeed.
+
+Algorithm (GRPO, DeepSeekMath arXiv:2402.03300 Alg. 1; DeepSeek-R1 arXiv:2501.12948), one optimiser step per loop:
+    1. take B prompts (disjoint per rank) and sample G completions each with the current policy;
+    2. score every completion with weighted rule-based rewards;
+    3. advantage = (reward - group mean) / group std, over the G completions of the same prompt;
+    4. (num_iterations > 1) keep the sampling policy's log-probs as pi_old; (beta > 0) the reference's for k3 KL;
+    5. num_iterations times: minimise the clipped surrogate over micro-batches (train/update.py, train/loss.py).
+Deliberate deviations from the paper: no KL term by default (beta = 0, as DAPO and Dr. GRPO argue); asymmetric clip
+(epsilon_high); the loss normaliser is selectable (loss_type); rewards of a whole step are gathered over ranks before
+advantages are computed, so group statistics never depend on how prompts were split across ranks.
+
+Launch (from the repo root):
+    python -m train --config configs/quickstart.yaml [key.sub=value ...]
+    torchrun --nproc_per_node 2 -m train --config configs/quickstart.yaml deepspeed.zero_stage=2
+    deepspeed --num_gpus 2 --module train --config configs/X.yaml
+    accelerate launch --num_processes 2 -m train --config configs/X.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data import PromptSampler, load_prompt_dataset, render_prompt
+from rewards import RewardCombiner, RewardSpec
+from train.advantages import group_advantages, zero_std_fraction
+from train.batch import TrainBatch
+from train.config import ConfigError, TrainConfig, config_to_dict, load_config
+from train.distributed import DistInfo, LauncherError, all_gather_tensor, barrier, destroy, init_distributed
+from train.model import (
+    build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config, frozen_copy,
+    ModelLoadError, load_pretrained,
+)
+from train.rollout import generate_rollouts, generation_model
+from train.tracking import RunTracker, make_run_dir
+from train.update import policy_update, sequence_logprobs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="thinkrl", description="GRPO training. Extra `key.sub=value` arguments override the YAML.")
+    parser.add_argument("--config", required=True, help="YAML experiment file, e.g. configs/quickstart.yaml")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # appended by the deepspeed launcher
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. rollout.temperature=0.8")
+    return parser.parse_intermixed_args(argv)
+
+
+def build_policy(cfg: TrainConfig):
+    """(model, tokenizer) from a directory or, for `model.tiny`, built from a config with a local byte tokenizer."""
+    if cfg.model.tiny is not None:
+        tokenizer = build_byte_tokenizer()
+        model = build_tiny_model(
+            tokenizer, **cfg.model.tiny.model_dump(), dtype=cfg.model.dtype,
+            attn_implementation=cfg.model.attn_implementation, seed=cfg.seed,
+        )
+    else:
+        model, tokenizer = load_pretrained(
+            cfg.model.name_or_path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # training forward; generate() turns the cache on for itself
+    return model, tokenizer
+
+
+def load_prompts(cfg: TrainConfig, tokenizer):
+    """The training dataset with a rendered `text` column; prompts over max_prompt_length tokens are dropped."""
+    data = cfg.data
+    try:
+        dataset = load_prompt_dataset(
+            data.source, split=data.split, prompt_column=data.prompt_column, answer_column=data.answer_column,
+            keep_columns=data.keep_columns, data_format=data.data_format, limit=data.limit, subset=data.subset,
+        )
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+        raise ConfigError(f"data.source: {exc}") from None
+    texts = [
+        render_prompt(q, tokenizer, template=data.template, system_prompt=data.system_prompt, prefill_think=data.prefill_think)
+        for q in dataset["prompt"]
+    ]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=data.template != "chat")["input_ids"]]
+    keep = [i for i, n in enumerate(lengths) if n <= data.max_prompt_length]
+    dataset = dataset.add_column("text", texts).select(keep)
+    if len(dataset) < cfg.rollout.prompts_per_step:
+        raise ConfigError(
+            f"data.source: {data.source}: {len(dataset)} prompts fit data.max_prompt_length={data.max_prompt_length} "
+            f"(longest is {max(lengths)} tokens), fewer than rollout.prompts_per_step={cfg.rollout.prompts_per_step}"
+        )
+    return dataset, len(lengths) - len(keep)
+
+
+def score_rollout(combiner: RewardCombiner, rows: dict[str, list], rollout, num_generations: int):
+    """Rewards of this rank's N completions: total [N] and per-reward [N] tensors, plus failure counts."""
+    columns = {name: [v for v in values for _ in range(num_generations)] for name, values in rows.items() if name != "text"}
+    columns["completion_length"] = rollout.completion_lengths.tolist()
+    output = combiner(rollout.completion_texts, rollout.prompt_texts, columns)
+    per_reward = {name: torch.tensor(values, dtype=torch.float32) for name, values in output.per_reward.items()}
+    return torch.tensor(output.total, dtype=torch.float32), per_reward, output.failures
+
+
+def rollout_metrics(rewards, per_reward, lengths, truncated, *, group_size: int, accuracy_reward: str) -> dict[str, float]:
+    """Global (all-rank) statistics of one rollout batch; every tensor is [N_global]."""
+    metrics = {
+        "reward/mean": rewards.mean().item(),
+        "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+        "accuracy": (per_reward[accuracy_reward] >= 1.0).float().mean().item(),
+        "completion_length/mean": lengths.float().mean().item(),
+        "completion_length/min": lengths.min().item(),
+        "completion_length/max": lengths.max().item(),
+        "truncated_fraction": truncated.float().mean().item(),
+        "zero_std_fraction": zero_std_fraction(rewards, group_size),
+    }
+    metrics.update({f"rewards/{name}": values.mean().item() for name, values in per_reward.items()})
+    return metrics
+
+
+def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
+    rank, world = dist_info.rank, dist_info.world_size
+    if cfg.rollout.prompts_per_step % world:
+        raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be divisible by the world size {world}")
+    prompts_per_rank = cfg.rollout.prompts_per_step // world
+    completions_per_rank = prompts_per_rank * cfg.rollout.num_generations
+    if completions_per_rank % cfg.optim.micro_batch_size:
+        raise ConfigError(
+            f"optim.micro_batch_size={cfg.optim.micro_batch_size} must divide the {completions_per_rank} completions per rank"
+        )
+    model, tokenizer = build_policy(cfg)
+    dataset, dropped = load_prompts(cfg, tokenizer)
+    sampler = PromptSampler(len(dataset), prompts_per_rank, seed=cfg.seed, rank=rank, world_size=world)
+    reference = frozen_copy(model) if cfg.grpo.beta > 0 else None
+    ds_config = deepspeed_config(
+        zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=cfg.optim.micro_batch_size,
+        grad_accum_steps=completions_per_rank // cfg.optim.micro_batch_size, world_size=world,
+        max_grad_norm=cfg.optim.max_grad_norm, dtype=cfg.model.dtype, offload_optimizer=cfg.deepspeed.offload_optimizer,
+        offload_param=cfg.deepspeed.offload_param, overrides=_read_json(cfg.deepspeed.config_file),
+    )
+    engine = build_engine(
+        model, ds_config, lr=cfg.optim.lr, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps,
+        weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.optim.warmup_steps,
+        total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=cfg.optim.lr_scheduler,
+    )
+    if reference is not None:
+        reference = build_reference_engine(reference, zero_stage=cfg.deepspeed.zero_stage, dtype=cfg.model.dtype, world_size=world)
+    run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
+    wandb_cfg = cfg.log.wandb
+    tracker = RunTracker(
+        run_dir, config_to_dict(cfg), enabled=dist_info.is_main, wandb_mode=wandb_cfg.mode, wandb_project=wandb_cfg.project,
+        wandb_entity=wandb_cfg.entity, wandb_name=wandb_cfg.name, wandb_tags=wandb_cfg.tags,
+    )
+    specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
+    accuracy_reward = cfg.rewards.accuracy_reward or specs[0].name
+    torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
+    if dist_info.is_main:
+        print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
+              f"world size {world} | ZeRO-{cfg.deepspeed.zero_stage}", flush=True)
+    G = cfg.rollout.num_generations
+    progress = tqdm(range(1, cfg.max_steps + 1), desc="GRPO", disable=not dist_info.is_main, dynamic_ncols=True)
+    with RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error) as combiner:
+        for step in progress:
+            t_start = time.perf_counter()
+            rows = dataset.select(sampler.next_indices()).to_dict()
+            with generation_model(engine, zero_stage=cfg.deepspeed.zero_stage, gather_zero3_params=cfg.rollout.gather_zero3_params) as policy:
+                rollout = generate_rollouts(
+                    policy, tokenizer, rows["text"], num_generations=G, max_completion_length=cfg.rollout.max_completion_length,
+                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                    add_special_tokens=cfg.data.template != "chat", device=dist_info.device, synced_gpus=cfg.deepspeed.zero_stage == 3 and not cfg.rollout.gather_zero3_params and world > 1,
+                )
+            t_rollout = time.perf_counter()
+            rewards, per_reward, failures = score_rollout(combiner, rows, rollout, G)
+            # Advantages from the global batch: groups never straddle ranks, but the "batch" std needs every reward.
+            all_rewards = all_gather_tensor(rewards)
+            advantages = group_advantages(all_rewards, G, scale=cfg.grpo.scale_rewards)
+            advantages = advantages[rank * completions_per_rank : (rank + 1) * completions_per_rank]
+            t_rewards = time.perf_counter()
+            logprob_kwargs = dict(micro_batch_size=cfg.optim.micro_batch_size, temperature=cfg.rollout.temperature, chunk_size=cfg.optim.logprob_chunk_size)
+            L = rollout.completion_mask.shape[1]
+            batch = TrainBatch(
+                input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                completion_mask=rollout.completion_mask.float(), advantages=advantages.to(dist_info.device),
+                old_logprobs=sequence_logprobs(engine, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if cfg.grpo.num_iterations > 1 else None,
+                ref_logprobs=sequence_logprobs(reference, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if reference is not None else None,
+            )
+            for _ in range(cfg.grpo.num_iterations):
+                update = policy_update(
+                    engine, batch, micro_batch_size=cfg.optim.micro_batch_size, world_size=world,
+                    temperature=cfg.rollout.temperature, logprob_chunk_size=cfg.optim.logprob_chunk_size,
+                    loss_type=cfg.grpo.loss_type, epsilon=cfg.grpo.epsilon, epsilon_high=cfg.grpo.clip_high, beta=cfg.grpo.beta,
+                    max_completion_length=cfg.rollout.max_completion_length, importance_sampling_level=cfg.grpo.importance_sampling_level,
+                )
+            t_end = time.perf_counter()
+            lengths = all_gather_tensor(rollout.completion_lengths)
+            metrics = rollout_metrics(
+                all_rewards, {k: all_gather_tensor(v) for k, v in per_reward.items()}, lengths,
+                all_gather_tensor(rollout.truncated), group_size=G, accuracy_reward=accuracy_reward,
+            )
+            metrics.update(update)
+            fail_counts = all_gather_tensor(torch.tensor([[failures.get(s.name, 0) for s in specs]], dtype=torch.float32)).sum(0)
+            metrics.update({f"reward_failures/{s.name}": fail_counts[i].item() for i, s in enumerate(specs)})
+            metrics.update({
+                "time/rollout": t_rollout - t_start, "time/rewards": t_rewards - t_rollout, "time/update": t_end - t_rewards,
+                "time/step": t_end - t_start, "tokens_per_second": lengths.sum().item() / (t_end - t_start),
+            })
+            if step % cfg.log.every == 0 or step == cfg.max_steps:
+                tracker.log_metrics(step, metrics)
+                tracker.log_samples(step, [
+                    {"prompt": rollout.prompt_texts[i], "completion": rollout.completion_texts[i], "reward": rewards[i].item(),
+                     **{name: values[i].item() for name, values in per_reward.items()}}
+                    for i in range(min(cfg.log.num_samples, len(rollout.completion_texts)))
+                ])
+            progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}", loss=f"{metrics['loss']:.4f}")
+    export_policy(engine, tokenizer, run_dir / "final_model", zero_stage=cfg.deepspeed.zero_stage, is_main=dist_info.is_main, enabled=cfg.checkpoint.export_hf)
+    tracker.close()
+    return run_dir
+
+
+def _read_json(path: str | None) -> dict | None:
+    import json
+
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"deepspeed.config_file: {path}: cannot read JSON ({exc})") from None
+
+
+def export_policy(engine, tokenizer, out_dir: Path, *, zero_stage: int, is_main: bool, enabled: bool) -> None:
+    """Write the policy as an HF directory (`from_pretrained`-loadable). Under ZeRO-3 the shards are gathered first."""
+    if not enabled:
+        return
+    state_dict = engine._zero3_consolidated_16bit_state_dict() if zero_stage == 3 else None
+    if is_main:
+        engine.module.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+    barrier()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m train` and the `thinkrl` script. Bad input exits 2 with a one-line error."""
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        dist_info = init_distributed(args.local_rank)
+        run_dir = train(cfg, args.config, dist_info)
+        if dist_info.is_main:
+            print(f"thinkrl: done; run directory {run_dir}", flush=True)
+        return 0
+    except (ConfigError, ModelLoadError, LauncherError) as exc:
+        print(f"thinkrl: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        destroy()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Policy/reference models, tokenizers and the DeepSpeed engine.
+
+Two sources of a model: a local HF directory (`AutoModelForCausalLM` + `AutoTokenizer`), or a tiny random-init model
+built from a transformers config with a byte-level tokenizer built locally by the `tokenizers` library (no hub needed).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
+
+# Reasoning tags become single tokens so a tiny byte-level model can emit them in one step.
+REASONING_TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
+EOS_TOKEN = "<|endoftext|>"
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+# ChatML, the template of the Qwen2 family, so the `chat` prompt template works with tiny models too.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer that cannot be loaded; the message names the path."""
+
+
+def build_byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A GPT-2-style byte-level tokenizer with no merges: every UTF-8 byte is a token, so any text round-trips.
+
+    Vocabulary: 256 bytes + the reasoning tags + EOS/ChatML specials (263 in all).
+    """
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_tokens(REASONING_TAGS)
+    backend.add_special_tokens([EOS_TOKEN, *CHAT_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    arch: str,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    intermediate_size: int,
+    max_position_embeddings: int,
+    tie_word_embeddings: bool,
+    dtype: str,
+    attn_implementation: str,
+    seed: int,
+) -> PreTrainedModel:
+    """A random-init causal LM of the given shape whose vocabulary matches `tokenizer`. Deterministic given `seed`."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    config_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[arch]
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    config._attn_implementation = attn_implementation
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=_DTYPES[dtype])
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_pretrained(name_or_path: str, *, dtype: str, attn_implementation: str, trust_remote_code: bool):
+    """(model, tokenizer) from an HF directory. A missing directory is an error that names it."""
+    local = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or local.exists()
+    if looks_local and not (local / "config.json").is_file():
+        raise ModelLoadError(f"model.name_or_path: {name_or_path}: no HF model directory there (config.json not found)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else name_or_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(local) if looks_local else name_or_path,
+            dtype=_DTYPES[dtype],
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+    except OSError as exc:
+        raise ModelLoadError(f"model.name_or_path: {name_or_path}: cannot load ({exc.__class__.__name__}: {exc})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def prepare_tokenizer_for_generation(tokenizer) -> None:
+    # Left padding keeps every prompt's last token at the same column, so completions start at one offset (P).
+    tokenizer.padding_side = "left"
+
+
+def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """The reference model: a frozen copy of the initial policy (made before DeepSpeed shards the policy)."""
+    reference = copy.deepcopy(model)
+    reference.requires_grad_(False)
+    reference.eval()
+    return reference
+
+
+def deepspeed_config(
+    *,
+    zero_stage: int,
+    micro_batch_size: int,
+    grad_accum_steps: int,
+    world_size: int,
+    max_grad_norm: float,
+    dtype: str,
+    offload_optimizer: bool,
+    offload_param: bool,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The DeepSpeed JSON for the policy. Batch sizes always come from thinkrl's config, so they cannot disagree."""
+    zero: dict[str, Any] = {"stage": zero_stage}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if offload_param:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if zero_stage == 3:
+        # Collect a parameter's gather no earlier than needed; defaults are tuned for billion-parameter models.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    config: dict[str, Any] = {
+        "zero_optimization": zero,
+        "gradient_clipping": max_grad_norm,
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+        # We hand DeepSpeed a torch.optim.AdamW; with offload it would otherwise insist on its C++ CPUAdam.
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    for key, value in (overrides or {}).items():
+        config[key] = value
+    config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    config["gradient_accumulation_steps"] = grad_accum_steps
+    config["train_batch_size"] = micro_batch_size * grad_accum_steps * world_size
+    return config
+
+
+def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the peak LR at optimiser step `step`: linear warmup, then constant / linear / cosine decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_engine(
+    model: PreTrainedModel,
+    ds_config: dict[str, Any],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    warmup_steps: int,
+    total_steps: int,
+    schedule: str,
+):
+    """deepspeed.initialize with a torch AdamW (DeepSpeed's own CPU Adam compiles C++ on first use: ~100 s on CPU)."""
+    import deepspeed
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_lambda(step, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule)
+    )
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine
+
+
+def build_reference_engine(reference: PreTrainedModel, *, zero_stage: int, dtype: str, world_size: int):
+    """Under ZeRO-3 the reference is sharded too (inference only, no optimizer); otherwise it stays a plain module."""
+    if zero_stage != 3:
+        return reference
+    import deepspeed
+
+    config = {
+        "zero_optimization": {"stage": 3},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+        "train_micro_batch_size_per_gpu": 1,
+        "train_batch_size": world_size,
+        "steps_per_print": 10**9,
+    }
+    engine, *_ = deepspeed.initialize(model=reference, config=config)
+    engine.eval()
+    return engine

@@ -129,6 +129,14 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
         raise ConfigError(
             f"optim.micro_batch_size={cfg.optim.micro_batch_size} must divide the {completions_per_rank} completions per rank"
         )
+    specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
+    try:  # resolve reward names before anything heavy is built
+        combiner = RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error)
+    except ValueError as exc:
+        raise ConfigError(f"rewards.functions: {exc}") from None
+    accuracy_reward = cfg.rewards.accuracy_reward or specs[0].name
+    if accuracy_reward not in {s.name for s in specs}:
+        raise ConfigError(f"rewards.accuracy_reward: {accuracy_reward!r} is not one of rewards.functions {[s.name for s in specs]}")
     model, tokenizer = build_policy(cfg)
     dataset, dropped = load_prompts(cfg, tokenizer)
     sampler = PromptSampler(len(dataset), prompts_per_rank, seed=cfg.seed, rank=rank, world_size=world)
@@ -152,15 +160,13 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
         run_dir, config_to_dict(cfg), enabled=dist_info.is_main, wandb_mode=wandb_cfg.mode, wandb_project=wandb_cfg.project,
         wandb_entity=wandb_cfg.entity, wandb_name=wandb_cfg.name, wandb_tags=wandb_cfg.tags,
     )
-    specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
-    accuracy_reward = cfg.rewards.accuracy_reward or specs[0].name
     torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
     if dist_info.is_main:
         print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
               f"world size {world} | ZeRO-{cfg.deepspeed.zero_stage}", flush=True)
     G = cfg.rollout.num_generations
     progress = tqdm(range(1, cfg.max_steps + 1), desc="GRPO", disable=not dist_info.is_main, dynamic_ncols=True)
-    with RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error) as combiner:
+    with combiner:
         for step in progress:
             t_start = time.perf_counter()
             rows = dataset.select(sampler.next_indices()).to_dict()

@@ -1,0 +1,217 @@
+"""Weighted sum of reward functions, with per-reward breakdown and failure counts for logging.
+
+``total[i] = Σ_k weight_k · r_k[i]`` where ``r_k[i]`` is reward k's score for completion i, or ``on_error`` when that
+call raised, timed out, crashed its worker, or returned ``None`` ("not applicable") or a non-finite value; each such
+case is counted in ``failures[name]`` (timeouts also in ``timeouts[name]``). The shape follows TitanRL
+``rubrics/rubric.py::RubricOutput.reward_breakdown``: the total drives advantages, the breakdown goes to the logger.
+
+Where rewards run:
+* Inline, in the calling thread, on the whole batch: the cheap rewards in ``INLINE_REWARDS`` (regex/``ast`` work that
+  is linear in the completion length and bounded by construction).
+* In a :class:`rewards.executor.RewardPool`, one call per completion with a hard ``timeout_s``: math-verify
+  (``math_accuracy``, ``cosine_length``), ``code_exec`` and every custom ``package.module:function`` reward, since any
+  of them can hang. A custom reward therefore sees one completion per call (batch-relative rewards, e.g. normalising
+  length within the group, are not supported as custom rewards). A hanging call costs at most ``timeout_s``; its worker
+  is killed and replaced; nothing here uses signals, so this works from any thread and inside worker processes. A batch
+  in which k calls hang therefore takes about ``ceil(k / num_workers) * timeout_s`` longer: a reward that always hangs
+  slows every step a lot (and says so in the log) rather than stopping training.
+
+A reward that raises is caught, counted and logged once (per reward and failure kind) with a warning: training goes on.
+Configuration mistakes are different: an unknown reward name, an unknown option of a built-in reward, or an invalid
+option value raise ``ValueError`` in the constructor.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+
+from rewards.executor import CallResult, RewardPool
+from rewards.registry import REWARD_FNS, resolve_reward
+
+logger = logging.getLogger(__name__)
+
+INLINE_REWARDS = frozenset(
+    {
+        "gsm8k_accuracy",
+        "arithmetic_accuracy",
+        "countdown",
+        "format_strict",
+        "format_lenient",
+        "tag_count",
+        "reasoning_steps",
+        "overlong_penalty",
+        "repetition_penalty",
+    }
+)
+
+
+@dataclass
+class RewardSpec:
+    """One reward term; plain values, the trainer builds these from its config."""
+
+    name: str
+    """A ``REWARD_FNS`` name or ``"package.module:function"``."""
+    weight: float = 1.0
+    """Multiplies this reward in the total."""
+    kwargs: dict = field(default_factory=dict)
+    """Options passed to the reward function (they override a dataset column of the same name)."""
+
+
+@dataclass
+class RewardOutput:
+    total: list[float]  # [N] Σ weight·reward (a failed/None reward counts as the `on_error` value)
+    per_reward: dict[str, list[float]]  # name -> [N] unweighted scores, failures replaced by `on_error`
+    failures: dict[str, int]  # name -> completions where that reward raised, timed out, crashed or gave None/NaN
+    timeouts: dict[str, int] = field(default_factory=dict)  # name -> the subset of failures that were timeouts
+
+
+def _check_builtin_options(spec: RewardSpec, fn) -> None:
+    """Reject misspelled options (every built-in swallows dataset columns with ``**_``, so a typo would otherwise be
+    ignored silently) and invalid values (a dry run on an empty batch runs the function's own option checks)."""
+    params = inspect.signature(fn).parameters
+    named = [p for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(spec.kwargs) - {p.name for p in named})
+    if unknown:
+        allowed = sorted(p.name for p in named)
+        raise ValueError(f"reward {spec.name!r} got unknown option(s) {unknown}; it accepts {allowed}")
+    # Column parameters (answer, numbers, target, tests, completion_length) default to None; give them empty columns.
+    columns = {p.name: [] for p in named if p.default is None and p.name not in spec.kwargs}
+    try:
+        fn([], [], **columns, **spec.kwargs)
+    except Exception as e:
+        raise ValueError(f"reward {spec.name!r} rejects its options {spec.kwargs}: {e}") from e
+
+
+def _as_score(value: object) -> float | None:
+    """A finite float, or None for None / non-numbers / NaN / inf."""
+    if value is None or isinstance(value, str):
+        return None
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+class RewardCombiner:
+    """Scores a batch with several weighted rewards. Use as a context manager or call :meth:`close` (stops workers)."""
+
+    def __init__(
+        self, specs: list[RewardSpec], *, timeout_s: float = 10.0, num_workers: int = 2, on_error: float = 0.0
+    ):
+        self.specs = list(specs)
+        names = [s.name for s in self.specs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"reward names must be unique (breakdown is keyed by name), repeated: {duplicates}")
+        if not timeout_s > 0 or num_workers < 1 or not math.isfinite(on_error):
+            raise ValueError(f"need timeout_s > 0, num_workers >= 1, finite on_error; got {timeout_s}, {num_workers}, "
+                             f"{on_error}")
+        for spec in self.specs:
+            if not isinstance(spec.weight, (int, float)) or not math.isfinite(spec.weight):
+                raise ValueError(f"reward {spec.name!r} weight must be a finite number, got {spec.weight!r}")
+        self._fns = [resolve_reward(spec.name) for spec in self.specs]  # ValueError for unknown names, up front
+        for spec, fn in zip(self.specs, self._fns):
+            if spec.name in REWARD_FNS:
+                _check_builtin_options(spec, fn)
+        self.timeout_s, self.num_workers, self.on_error = float(timeout_s), num_workers, float(on_error)
+        self._pooled = [spec.name not in INLINE_REWARDS for spec in self.specs]
+        self._pool: RewardPool | None = None  # started lazily: no processes unless a pooled reward is configured
+        self._pool_lock = threading.Lock()
+        self._warned: set[tuple[str, str]] = set()
+
+    # -- lifecycle
+    def _get_pool(self) -> RewardPool:
+        with self._pool_lock:
+            if self._pool is None:
+                names = [s.name for s, pooled in zip(self.specs, self._pooled) if pooled]
+                self._pool = RewardPool(self.num_workers, preload=names)
+            return self._pool
+
+    def start(self) -> None:
+        """Start the worker pool now and wait until it is ready (else the first call pays the start, ~0.3-0.5 s)."""
+        if any(self._pooled):
+            self._get_pool().start()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def __enter__(self) -> RewardCombiner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- scoring
+    def _warn_once(self, name: str, kind: str, detail: str) -> None:
+        if (name, kind) not in self._warned:
+            self._warned.add((name, kind))
+            logger.warning("reward %r %s: %s; scoring on_error=%s (logged once per reward and kind)",
+                           name, kind, detail, self.on_error)
+
+    def _run_inline(self, spec: RewardSpec, fn, completions: list, prompts: list, columns: dict) -> list[CallResult]:
+        n = len(completions)
+        try:
+            out = fn(completions, prompts, **{**columns, **spec.kwargs})
+        except Exception as e:
+            return [CallResult("error", error=f"{type(e).__name__}: {e}")] * n
+        if not isinstance(out, (list, tuple)) or len(out) != n:
+            got = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
+            return [CallResult("error", error=f"expected a list of {n} scores, got {got}")] * n
+        return [CallResult("ok", value) for value in out]  # type: ignore[arg-type]
+
+    def __call__(
+        self, completions: list[str], prompts: list[str], columns: dict[str, list] | None = None
+    ) -> RewardOutput:
+        """Score ``completions`` [N] (with their ``prompts`` [N] and dataset ``columns``, each a list of N values)."""
+        columns = dict(columns or {})
+        n = len(completions)
+        if len(prompts) != n:
+            raise ValueError(f"got {n} completions but {len(prompts)} prompts")
+        for key, values in columns.items():
+            if len(values) != n:
+                raise ValueError(f"column {key!r} has {len(values)} values for {n} completions")
+
+        raw: dict[str, list[CallResult]] = {}
+        tasks, owners = [], []
+        for spec, fn, pooled in zip(self.specs, self._fns, self._pooled):
+            if not pooled:
+                raw[spec.name] = self._run_inline(spec, fn, completions, prompts, columns)
+                continue
+            for i in range(n):
+                row = {k: v[i] for k, v in columns.items()}
+                tasks.append((spec.name, spec.kwargs, completions[i], prompts[i], row))
+                owners.append(spec.name)
+        if tasks:
+            for name, result in zip(owners, self._get_pool().run(tasks, self.timeout_s)):
+                raw.setdefault(name, []).append(result)
+
+        total = [0.0] * n
+        per_reward: dict[str, list[float]] = {}
+        failures: dict[str, int] = {}
+        timeouts: dict[str, int] = {}
+        for spec in self.specs:
+            scores, failed, timed_out = [], 0, 0
+            for result in raw.get(spec.name, []):
+                value = _as_score(result.value) if result.status == "ok" else None
+                if value is None:
+                    failed += 1
+                    if result.status == "timeout":
+                        timed_out += 1
+                    if result.status != "ok":
+                        self._warn_once(spec.name, result.status, result.error)
+                    elif result.value is not None:
+                        self._warn_once(spec.name, "invalid value", f"returned {result.value!r}")
+                    value = self.on_error
+                scores.append(value)
+            per_reward[spec.name], failures[spec.name], timeouts[spec.name] = scores, failed, timed_out
+            for i, value in enumerate(scores):
+                total[i] += spec.weight * value
+        return RewardOutput(total=total, per_reward=per_reward, failures=failures, timeouts=timeouts)

@@ -1,0 +1,168 @@
+"""Answer extraction shared by every reward family (the one place these helpers live).
+
+Model output is untrusted (TitanRL `examples/dapo_math/rubric.py`: "Model output is untrusted"), so every helper here is
+total: it returns ``None`` instead of raising, and runs in linear time in the length of the text. That is why tag and
+``\\boxed{}`` extraction use ``str.rfind`` / a single brace-counting scan instead of non-greedy regexes such as
+``<answer>(.*?)</answer>``: with many unclosed openers (an adversarial 1 MB completion) the regex engine retries the
+scan from every opener, which is quadratic.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+ANSWER_OPEN = "<answer>"
+ANSWER_CLOSE = "</answer>"
+
+# A number as models and GSM8K write it: optional sign, thousands groups ("1,234") or plain digits, optional decimals.
+# No nested quantifiers, so matching is linear. "1,2,3" is read as three numbers, not 123; "12,3456" as 12 and 3456.
+_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|-?\.\d+")
+
+
+def as_text(completion: object) -> str:
+    """Coerce a completion to text: ``str`` as is, a chat message list (TRL conversational format) to its last
+    ``content``, ``None`` to ``""``, anything else to ``str()``. Never raises.
+
+    >>> as_text([{"role": "assistant", "content": "hi"}])
+    'hi'
+    """
+    if isinstance(completion, str):
+        return completion
+    if completion is None:
+        return ""
+    try:
+        if isinstance(completion, (list, tuple)) and completion and isinstance(completion[-1], dict):
+            return as_text(completion[-1].get("content", ""))
+        if isinstance(completion, dict):
+            return as_text(completion.get("content", ""))
+        return str(completion)
+    except Exception:  # a hostile __str__; nothing to score
+        return ""
+
+
+def extract_answer_tag(text: str) -> str | None:
+    """Content of the last complete ``<answer>…</answer>`` pair, stripped; ``None`` when there is none.
+
+    With nested or stray tags the innermost content before the last closing tag is returned.
+
+    >>> extract_answer_tag("<think>2+2</think> <answer> 4 </answer>")
+    '4'
+    >>> extract_answer_tag("<answer><answer>1</answer></answer>")
+    '1'
+    >>> extract_answer_tag("<answer>unclosed") is None
+    True
+    """
+    close = text.rfind(ANSWER_CLOSE)
+    if close < 0:
+        return None
+    start = text.rfind(ANSWER_OPEN, 0, close)
+    if start < 0:
+        return None
+    content = text[start + len(ANSWER_OPEN) : close]
+    inner_close = content.find(ANSWER_CLOSE)  # "<answer>a</answer>b</answer>" -> "a"
+    if inner_close >= 0:
+        content = content[:inner_close]
+    return content.strip()
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{…}`` (or ``\\fbox{…}``), braces balanced; ``None`` if absent or unbalanced.
+
+    Also accepts the brace-less form ``\\boxed 5``. Only the last occurrence is tried, which keeps the scan linear.
+
+    >>> last_boxed(r"so \\boxed{1} or rather \\boxed{\\frac{1}{2}}")
+    '\\\\frac{1}{2}'
+    >>> last_boxed(r"\\boxed 7$") , last_boxed(r"\\boxed{oops") is None
+    ('7', True)
+    """
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
+    n = len(text)
+    if i < n and text[i] == " ":  # "\boxed 5": the argument is the next whitespace/$-delimited token
+        j = i + 1
+        while j < n and not text[j].isspace() and text[j] != "$":
+            j += 1
+        token = text[i + 1 : j]
+        return token or None
+    if i >= n or text[i] != "{":
+        return None
+    depth = 0
+    for j in range(i, n):
+        ch = text[j]
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None
+
+
+def last_number(text: str) -> str | None:
+    """The last number in ``text`` with thousands separators removed (``"1,234.5"`` -> ``"1234.5"``); ``None`` if none.
+
+    >>> last_number("I have 3 apples and $1,200.50 left.")
+    '1200.50'
+    >>> last_number("no digits") is None
+    True
+    """
+    last = None
+    for last in _NUMBER_RE.finditer(text):
+        pass
+    return None if last is None else last.group(0).replace(",", "")
+
+
+def parse_decimal(value: object) -> Decimal | None:
+    """A number from a gold label or extracted answer: ``42``, ``"42"``, ``"$1,234.50"``, ``"7."``; else ``None``.
+
+    Decimal (not float) so that exact-match rewards compare ``"0.1"`` and ``"0.10"`` exactly and huge integers do not
+    lose digits.
+
+    >>> parse_decimal("$1,234.50") == Decimal("1234.5")
+    True
+    >>> parse_decimal("twelve") is None
+    True
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value)) if value == value and abs(value) != float("inf") else None
+    if not isinstance(value, str):
+        return None
+    s = value.strip().replace(",", "").replace("$", "").strip()
+    if s.endswith("."):
+        s = s[:-1]
+    if not s or len(s) > 4096 or not _NUMBER_RE.fullmatch(s):
+        return None
+    try:
+        d = Decimal(s)
+    except (InvalidOperation, ValueError):
+        return None
+    return d if d.is_finite() else None
+
+
+# A Markdown fence opening a Python block, at a line start. Anchored and without spanning quantifiers: linear.
+_PY_FENCE_RE = re.compile(r"^[ \t]*```[ \t]*(?:python3?|py)[ \t]*\r?$", re.MULTILINE | re.IGNORECASE)
+
+
+def last_code_block(text: str) -> str | None:
+    """Body of the last fenced ```` ```python ```` (or ```` ```py ````) block; an unclosed last block (truncated
+    generation) runs to the end of the text. ``None`` when there is no Python fence.
+
+    >>> last_code_block("Here:\\n```python\\ndef f():\\n    return 1\\n```\\nDone.")
+    'def f():\\n    return 1\\n'
+    """
+    last = None
+    for last in _PY_FENCE_RE.finditer(text):
+        pass
+    if last is None:
+        return None
+    body_start = text.find("\n", last.end())
+    body_start = len(text) if body_start < 0 else body_start + 1
+    close = text.find("```", body_start)
+    return text[body_start:] if close < 0 else text[body_start:close]

@@ -1,0 +1,101 @@
+"""End to end through the command line: `python -m train` on configs/quickstart.yaml, and bad input."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+
+
+def run_train(args, *, cwd=REPO, timeout=600, launcher=None):
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
+    command = (launcher or [sys.executable]) + ["-m", "train", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def initial_tiny_weights(cfg_tiny, seed):
+    from train.model import build_byte_tokenizer, build_tiny_model
+
+    model = build_tiny_model(build_byte_tokenizer(), **cfg_tiny, dtype="float32", attn_implementation="sdpa", seed=seed)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def assert_trained_run(run_dir: Path, steps: int):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.config import load_config
+
+    assert (run_dir / "config.yaml").is_file()
+    cfg = load_config(run_dir / "config.yaml")  # the resolved config is itself a valid experiment file
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(1, steps + 1))
+    for record in metrics:
+        for key in ("loss", "reward/mean", "accuracy", "completion_length/mean", "clip_ratio/region_mean", "entropy",
+                    "grad_norm", "time/step", "tokens_per_second", "zero_std_fraction", "lr"):
+            assert key in record, key
+        assert math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])
+        for item in cfg.rewards.functions:
+            assert f"rewards/{item.name}" in record and f"reward_failures/{item.name}" in record
+    assert any(record["grad_norm"] > 0 for record in metrics)
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    assert samples and {"step", "prompt", "completion", "reward"} <= set(samples[0])
+    # The exported policy loads with from_pretrained and every trainable parameter moved away from the init.
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final_model")
+    AutoTokenizer.from_pretrained(run_dir / "final_model")
+    initial = initial_tiny_weights(cfg.model.tiny.model_dump(), cfg.seed)
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), initial[n])]
+    assert not unchanged, f"parameters that did not train: {unchanged}"
+    return metrics
+
+
+@pytest.mark.slow
+def test_quickstart_cli_trains_and_writes_run_dir(tmp_path):
+    result = run_train(["--config", str(QUICKSTART), "max_steps=3", f"output_dir={tmp_path}", "run_name=smoke", "log.num_samples=2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "thinkrl: done" in result.stdout
+    metrics = assert_trained_run(tmp_path / "smoke", steps=3)
+    assert metrics[0]["lr"] < metrics[-1]["lr"]  # warmup_steps=2 in the quickstart
+
+
+@pytest.mark.slow
+def test_beta_and_iterations_cli(tmp_path):
+    """The KL path (reference model) and num_iterations=2 (old log-probs kept) run end to end."""
+    result = run_train([
+        "--config", str(QUICKSTART), "max_steps=2", f"output_dir={tmp_path}", "run_name=kl", "grpo.beta=0.04",
+        "grpo.num_iterations=2", "grpo.loss_type=grpo", "grpo.scale_rewards=batch",
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_jsonl(tmp_path / "kl" / "metrics.jsonl")
+    assert all("kl" in m and m["kl"] >= 0 for m in metrics)
+    assert metrics[-1]["kl"] > 0  # after the first update the policy has moved away from the reference
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["grpo.loss_type=ppo"], "grpo.loss_type"),
+        (["model.tiny=null", "model.name_or_path=/nonexistent/model"], "/nonexistent/model"),
+        (["data.source=/nonexistent/data.jsonl"], "/nonexistent/data.jsonl"),
+        (["rewards.functions=[{name: no_such_reward}]"], "no_such_reward"),
+    ],
+)
+def test_bad_input_exits_with_one_clear_line(tmp_path, overrides, message):
+    result = run_train(["--config", str(QUICKSTART), f"output_dir={tmp_path}", *overrides], timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("thinkrl: error:")]
+    assert errors and message in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir()), "nothing is written when the input is bad"

@@ -187,6 +187,8 @@ class OptimConfig(_Section):
     """Linear warmup from 0, in optimiser steps."""
     micro_batch_size: int = Field(4, gt=0)
     """Completions per forward/backward on each rank; a step's completions are accumulated in micro-batches."""
+    max_consecutive_skips: int = Field(5, ge=1)
+    """A step whose loss or gradient is NaN/inf is skipped and counted; this many in a row stop the run."""
     logprob_chunk_size: int = Field(1024, ge=0)
     """Completion tokens per LM-head chunk when computing log-probs, so no [N, L, V] float32 tensor exists; 0 = one chunk."""
 
@@ -239,6 +241,9 @@ class CheckpointConfig(_Section):
     """Checkpoints kept on disk; older ones are deleted."""
     export_hf: bool = True
     """Also write the final policy as an HF directory (`from_pretrained`-loadable) in the run directory."""
+    resume: str | None = None
+    """`auto`: continue from the run directory's latest checkpoint if there is one (needs a fixed `run_name`);
+    a path: a checkpoint, a `checkpoints/` directory or a run directory; null: start fresh."""
 
 
 class TrainConfig(_Section):

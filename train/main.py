@@ -20,8 +20,10 @@ Launch (from the repo root):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,15 +33,21 @@ from data import PromptSampler, load_prompt_dataset, render_prompt
 from rewards import RewardCombiner, RewardSpec
 from train.advantages import group_advantages, zero_std_fraction
 from train.batch import TrainBatch
+from train.checkpoint import CheckpointError, capture_rng, find_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from train.config import ConfigError, TrainConfig, config_to_dict, load_config
 from train.distributed import DistInfo, LauncherError, all_gather_tensor, barrier, destroy, init_distributed
 from train.model import (
-    build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config, frozen_copy,
-    ModelLoadError, load_pretrained,
+    ModelLoadError, build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config,
+    frozen_copy, load_pretrained,
 )
+from train.preemption import PreemptionFlag
 from train.rollout import generate_rollouts, generation_model
 from train.tracking import RunTracker, make_run_dir
 from train.update import policy_update, sequence_logprobs
+
+
+class TrainingAborted(RuntimeError):
+    """The run cannot go on (e.g. too many non-finite steps in a row); the message says why."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,41 +102,32 @@ def load_prompts(cfg: TrainConfig, tokenizer):
     return dataset, len(lengths) - len(keep)
 
 
-def score_rollout(combiner: RewardCombiner, rows: dict[str, list], rollout, num_generations: int):
-    """Rewards of this rank's N completions: total [N] and per-reward [N] tensors, plus failure counts."""
-    columns = {name: [v for v in values for _ in range(num_generations)] for name, values in rows.items() if name != "text"}
-    columns["completion_length"] = rollout.completion_lengths.tolist()
-    output = combiner(rollout.completion_texts, rollout.prompt_texts, columns)
-    per_reward = {name: torch.tensor(values, dtype=torch.float32) for name, values in output.per_reward.items()}
-    return torch.tensor(output.total, dtype=torch.float32), per_reward, output.failures
+@dataclass
+class Run:
+    """Everything the step loop touches, built once by `setup`."""
+
+    engine: object
+    reference: object | None
+    tokenizer: object
+    dataset: object
+    sampler: PromptSampler
+    combiner: RewardCombiner
+    tracker: RunTracker
+    run_dir: Path
+    reward_names: list[str]
+    accuracy_reward: str
+    start_step: int
 
 
-def rollout_metrics(rewards, per_reward, lengths, truncated, *, group_size: int, accuracy_reward: str) -> dict[str, float]:
-    """Global (all-rank) statistics of one rollout batch; every tensor is [N_global]."""
-    metrics = {
-        "reward/mean": rewards.mean().item(),
-        "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-        "accuracy": (per_reward[accuracy_reward] >= 1.0).float().mean().item(),
-        "completion_length/mean": lengths.float().mean().item(),
-        "completion_length/min": lengths.min().item(),
-        "completion_length/max": lengths.max().item(),
-        "truncated_fraction": truncated.float().mean().item(),
-        "zero_std_fraction": zero_std_fraction(rewards, group_size),
-    }
-    metrics.update({f"rewards/{name}": values.mean().item() for name, values in per_reward.items()})
-    return metrics
-
-
-def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
+def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
+    """Validate what can only be checked at run time, build model, data, rewards and engine, resume if asked."""
     rank, world = dist_info.rank, dist_info.world_size
     if cfg.rollout.prompts_per_step % world:
         raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be divisible by the world size {world}")
     prompts_per_rank = cfg.rollout.prompts_per_step // world
     completions_per_rank = prompts_per_rank * cfg.rollout.num_generations
     if completions_per_rank % cfg.optim.micro_batch_size:
-        raise ConfigError(
-            f"optim.micro_batch_size={cfg.optim.micro_batch_size} must divide the {completions_per_rank} completions per rank"
-        )
+        raise ConfigError(f"optim.micro_batch_size={cfg.optim.micro_batch_size} must divide the {completions_per_rank} completions per rank")
     specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
     try:  # resolve reward names before anything heavy is built
         combiner = RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error)
@@ -137,6 +136,9 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
     accuracy_reward = cfg.rewards.accuracy_reward or specs[0].name
     if accuracy_reward not in {s.name for s in specs}:
         raise ConfigError(f"rewards.accuracy_reward: {accuracy_reward!r} is not one of rewards.functions {[s.name for s in specs]}")
+    run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
+    checkpoint_dir = _checkpoint_to_resume(cfg.checkpoint.resume, run_dir)
+
     model, tokenizer = build_policy(cfg)
     dataset, dropped = load_prompts(cfg, tokenizer)
     sampler = PromptSampler(len(dataset), prompts_per_rank, seed=cfg.seed, rank=rank, world_size=world)
@@ -154,79 +156,145 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
     )
     if reference is not None:
         reference = build_reference_engine(reference, zero_stage=cfg.deepspeed.zero_stage, dtype=cfg.model.dtype, world_size=world)
-    run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
+    torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
+    start_step, wandb_run_id = 0, None
+    if checkpoint_dir is not None:
+        state = load_checkpoint(engine, checkpoint_dir, rank=rank, world_size=world)
+        start_step, wandb_run_id = state["step"], state.get("wandb_run_id")
+        sampler.load_state_dict(state["sampler"])
+        restore_rng(state["rng"])
     wandb_cfg = cfg.log.wandb
     tracker = RunTracker(
         run_dir, config_to_dict(cfg), enabled=dist_info.is_main, wandb_mode=wandb_cfg.mode, wandb_project=wandb_cfg.project,
         wandb_entity=wandb_cfg.entity, wandb_name=wandb_cfg.name, wandb_tags=wandb_cfg.tags,
+        resume_step=start_step if checkpoint_dir is not None else None, wandb_run_id=wandb_run_id,
     )
-    torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
     if dist_info.is_main:
+        resumed = f" | resumed from {checkpoint_dir} at step {start_step}" if checkpoint_dir is not None else ""
         print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
-              f"world size {world} | ZeRO-{cfg.deepspeed.zero_stage}", flush=True)
-    G = cfg.rollout.num_generations
-    progress = tqdm(range(1, cfg.max_steps + 1), desc="GRPO", disable=not dist_info.is_main, dynamic_ncols=True)
-    with combiner:
+              f"world size {world} | ZeRO-{cfg.deepspeed.zero_stage}{resumed}", flush=True)
+    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, [s.name for s in specs], accuracy_reward, start_step)
+
+
+def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str, float], list[dict]]:
+    """One GRPO step: sample groups, score, advantages, (old/ref log-probs), num_iterations updates. Returns
+    (metrics over all ranks, a few of this rank's samples)."""
+    G, rank = cfg.rollout.num_generations, dist_info.rank
+    t_start = time.perf_counter()
+    rows = run.dataset.select(run.sampler.next_indices()).to_dict()
+    with generation_model(run.engine, zero_stage=cfg.deepspeed.zero_stage, gather_zero3_params=cfg.rollout.gather_zero3_params) as policy:
+        rollout = generate_rollouts(
+            policy, run.tokenizer, rows["text"], num_generations=G, max_completion_length=cfg.rollout.max_completion_length,
+            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, device=dist_info.device,
+            add_special_tokens=cfg.data.template != "chat",
+            synced_gpus=cfg.deepspeed.zero_stage == 3 and not cfg.rollout.gather_zero3_params and dist_info.world_size > 1,
+        )
+    t_rollout = time.perf_counter()
+    columns = {name: [v for v in values for _ in range(G)] for name, values in rows.items() if name != "text"}
+    columns["completion_length"] = rollout.completion_lengths.tolist()
+    scored = run.combiner(rollout.completion_texts, rollout.prompt_texts, columns)
+    rewards = torch.tensor(scored.total, dtype=torch.float32)  # [N]
+    # Advantages from the global batch: groups never straddle ranks, but the "batch" std needs every reward.
+    all_rewards = all_gather_tensor(rewards)
+    n_local = rewards.numel()
+    advantages = group_advantages(all_rewards, G, scale=cfg.grpo.scale_rewards)[rank * n_local : (rank + 1) * n_local]
+    t_rewards = time.perf_counter()
+    logprob_kwargs = dict(micro_batch_size=cfg.optim.micro_batch_size, temperature=cfg.rollout.temperature, chunk_size=cfg.optim.logprob_chunk_size)
+    L = rollout.completion_mask.shape[1]
+    batch = TrainBatch(
+        input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, completion_mask=rollout.completion_mask.float(),
+        advantages=advantages.to(dist_info.device),
+        old_logprobs=sequence_logprobs(run.engine, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if cfg.grpo.num_iterations > 1 else None,
+        ref_logprobs=sequence_logprobs(run.reference, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if run.reference is not None else None,
+    )
+    skipped = 0
+    for _ in range(cfg.grpo.num_iterations):
+        update = policy_update(
+            run.engine, batch, micro_batch_size=cfg.optim.micro_batch_size, world_size=dist_info.world_size,
+            temperature=cfg.rollout.temperature, logprob_chunk_size=cfg.optim.logprob_chunk_size, loss_type=cfg.grpo.loss_type,
+            epsilon=cfg.grpo.epsilon, epsilon_high=cfg.grpo.clip_high, beta=cfg.grpo.beta,
+            max_completion_length=cfg.rollout.max_completion_length, importance_sampling_level=cfg.grpo.importance_sampling_level,
+        )
+        skipped += int(update.pop("skipped"))
+    t_end = time.perf_counter()
+
+    per_reward = {name: all_gather_tensor(torch.tensor(values, dtype=torch.float32)) for name, values in scored.per_reward.items()}
+    lengths = all_gather_tensor(rollout.completion_lengths)
+    failures = all_gather_tensor(torch.tensor([[scored.failures.get(n, 0) for n in run.reward_names]], dtype=torch.float32)).sum(0)
+    metrics = {
+        "reward/mean": all_rewards.mean().item(),
+        "reward/std": all_rewards.std().item(),
+        "accuracy": (per_reward[run.accuracy_reward] >= 1.0).float().mean().item(),
+        "zero_std_fraction": zero_std_fraction(all_rewards, G),
+        "completion_length/mean": lengths.float().mean().item(),
+        "completion_length/min": lengths.min().item(),
+        "completion_length/max": lengths.max().item(),
+        "truncated_fraction": all_gather_tensor(rollout.truncated).float().mean().item(),
+        **{f"rewards/{name}": values.mean().item() for name, values in per_reward.items()},
+        **{f"reward_failures/{name}": failures[i].item() for i, name in enumerate(run.reward_names)},
+        **update,
+        "skipped_updates": skipped,
+        "time/rollout": t_rollout - t_start, "time/rewards": t_rewards - t_rollout, "time/update": t_end - t_rewards,
+        "time/step": t_end - t_start, "tokens_per_second": lengths.sum().item() / (t_end - t_start),
+    }
+    samples = [
+        {"prompt": rollout.prompt_texts[i], "completion": rollout.completion_texts[i], "reward": scored.total[i],
+         **{name: values[i] for name, values in scored.per_reward.items()}}
+        for i in range(min(cfg.log.num_samples, n_local))
+    ]
+    return metrics, samples
+
+
+def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
+    """The step loop: GRPO step -> log -> checkpoint; stops early on pre-emption or repeated non-finite updates."""
+    run = setup(cfg, config_path, dist_info)
+    preemption = PreemptionFlag().install()
+    consecutive_skips = 0
+    checkpoints = run.run_dir / "checkpoints"
+    progress = tqdm(range(run.start_step + 1, cfg.max_steps + 1), desc="GRPO", initial=run.start_step, total=cfg.max_steps,
+                    disable=not dist_info.is_main, dynamic_ncols=True)
+    try:
         for step in progress:
-            t_start = time.perf_counter()
-            rows = dataset.select(sampler.next_indices()).to_dict()
-            with generation_model(engine, zero_stage=cfg.deepspeed.zero_stage, gather_zero3_params=cfg.rollout.gather_zero3_params) as policy:
-                rollout = generate_rollouts(
-                    policy, tokenizer, rows["text"], num_generations=G, max_completion_length=cfg.rollout.max_completion_length,
-                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                    add_special_tokens=cfg.data.template != "chat", device=dist_info.device, synced_gpus=cfg.deepspeed.zero_stage == 3 and not cfg.rollout.gather_zero3_params and world > 1,
-                )
-            t_rollout = time.perf_counter()
-            rewards, per_reward, failures = score_rollout(combiner, rows, rollout, G)
-            # Advantages from the global batch: groups never straddle ranks, but the "batch" std needs every reward.
-            all_rewards = all_gather_tensor(rewards)
-            advantages = group_advantages(all_rewards, G, scale=cfg.grpo.scale_rewards)
-            advantages = advantages[rank * completions_per_rank : (rank + 1) * completions_per_rank]
-            t_rewards = time.perf_counter()
-            logprob_kwargs = dict(micro_batch_size=cfg.optim.micro_batch_size, temperature=cfg.rollout.temperature, chunk_size=cfg.optim.logprob_chunk_size)
-            L = rollout.completion_mask.shape[1]
-            batch = TrainBatch(
-                input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                completion_mask=rollout.completion_mask.float(), advantages=advantages.to(dist_info.device),
-                old_logprobs=sequence_logprobs(engine, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if cfg.grpo.num_iterations > 1 else None,
-                ref_logprobs=sequence_logprobs(reference, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if reference is not None else None,
-            )
-            for _ in range(cfg.grpo.num_iterations):
-                update = policy_update(
-                    engine, batch, micro_batch_size=cfg.optim.micro_batch_size, world_size=world,
-                    temperature=cfg.rollout.temperature, logprob_chunk_size=cfg.optim.logprob_chunk_size,
-                    loss_type=cfg.grpo.loss_type, epsilon=cfg.grpo.epsilon, epsilon_high=cfg.grpo.clip_high, beta=cfg.grpo.beta,
-                    max_completion_length=cfg.rollout.max_completion_length, importance_sampling_level=cfg.grpo.importance_sampling_level,
-                )
-            t_end = time.perf_counter()
-            lengths = all_gather_tensor(rollout.completion_lengths)
-            metrics = rollout_metrics(
-                all_rewards, {k: all_gather_tensor(v) for k, v in per_reward.items()}, lengths,
-                all_gather_tensor(rollout.truncated), group_size=G, accuracy_reward=accuracy_reward,
-            )
-            metrics.update(update)
-            fail_counts = all_gather_tensor(torch.tensor([[failures.get(s.name, 0) for s in specs]], dtype=torch.float32)).sum(0)
-            metrics.update({f"reward_failures/{s.name}": fail_counts[i].item() for i, s in enumerate(specs)})
-            metrics.update({
-                "time/rollout": t_rollout - t_start, "time/rewards": t_rewards - t_rollout, "time/update": t_end - t_rewards,
-                "time/step": t_end - t_start, "tokens_per_second": lengths.sum().item() / (t_end - t_start),
-            })
+            metrics, samples = grpo_step(run, cfg, dist_info)
+            consecutive_skips = consecutive_skips + 1 if metrics["skipped_updates"] else 0
             if step % cfg.log.every == 0 or step == cfg.max_steps:
-                tracker.log_metrics(step, metrics)
-                tracker.log_samples(step, [
-                    {"prompt": rollout.prompt_texts[i], "completion": rollout.completion_texts[i], "reward": rewards[i].item(),
-                     **{name: values[i].item() for name, values in per_reward.items()}}
-                    for i in range(min(cfg.log.num_samples, len(rollout.completion_texts)))
-                ])
+                run.tracker.log_metrics(step, metrics)
+                run.tracker.log_samples(step, samples)
             progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}", loss=f"{metrics['loss']:.4f}")
-    export_policy(engine, tokenizer, run_dir / "final_model", zero_stage=cfg.deepspeed.zero_stage, is_main=dist_info.is_main, enabled=cfg.checkpoint.export_hf)
-    tracker.close()
-    return run_dir
+            if consecutive_skips >= cfg.optim.max_consecutive_skips:
+                raise TrainingAborted(
+                    f"{consecutive_skips} updates in a row had a non-finite loss or gradient (last at step {step}); "
+                    f"stopping. Lower optim.lr or check the rewards; the last good checkpoint is kept in {checkpoints}"
+                )
+            signal_number = preemption.agreed(dist_info.device)
+            if signal_number or step == cfg.max_steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+                state = {"step": step, "sampler": run.sampler.state_dict(), "rng": capture_rng(), "wandb_run_id": run.tracker.wandb_run_id}
+                save_checkpoint(run.engine, checkpoints, step, state, rank=dist_info.rank, world_size=dist_info.world_size, keep_last=cfg.checkpoint.keep_last)
+            if signal_number:
+                if dist_info.is_main:
+                    print(f"thinkrl: signal {signal_number}: checkpoint saved at step {step} in {checkpoints}; exiting", flush=True)
+                raise SystemExit(128 + signal_number)
+        export_policy(run.engine, run.tokenizer, run.run_dir / "final_model", zero_stage=cfg.deepspeed.zero_stage,
+                      is_main=dist_info.is_main, enabled=cfg.checkpoint.export_hf)
+    finally:
+        preemption.uninstall()
+        run.combiner.close()
+        run.tracker.close()
+    return run.run_dir
+
+
+def _checkpoint_to_resume(resume: str | None, run_dir: Path) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "auto":
+        return find_checkpoint(run_dir)  # None: a fresh run
+    found = find_checkpoint(Path(resume))
+    if found is None:
+        raise CheckpointError(f"checkpoint.resume: {resume}: no checkpoint there (no 'latest' file or COMPLETE marker)")
+    return found
 
 
 def _read_json(path: str | None) -> dict | None:
-    import json
-
     if path is None:
         return None
     try:
@@ -256,9 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         if dist_info.is_main:
             print(f"thinkrl: done; run directory {run_dir}", flush=True)
         return 0
-    except (ConfigError, ModelLoadError, LauncherError) as exc:
+    except (ConfigError, ModelLoadError, LauncherError, CheckpointError) as exc:
         print(f"thinkrl: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except TrainingAborted as exc:
+        print(f"thinkrl: stopped: {exc}", file=sys.stderr, flush=True)
+        return 3
     finally:
         destroy()
 

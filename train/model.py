@@ -15,6 +15,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
+from train.optim import GuardedAdamW
+
 # Reasoning tags become single tokens so a tiny byte-level model can emit them in one step.
 REASONING_TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
 EOS_TOKEN = "<|endoftext|>"
@@ -150,6 +152,9 @@ def deepspeed_config(
         "fp16": {"enabled": dtype == "float16"},
         # We hand DeepSpeed a torch.optim.AdamW; with offload it would otherwise insist on its C++ CPUAdam.
         "zero_force_ds_cpu_optimizer": False,
+        # DeepSpeed checks the optimizer's exact type against its list (torch AdamW is on it, a subclass is not);
+        # train/optim.py's GuardedAdamW is an AdamW whose step() may skip, which every ZeRO stage calls the same way.
+        "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -189,12 +194,31 @@ def build_engine(
     import deepspeed
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    optimizer = GuardedAdamW(trainable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_lambda(step, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule)
     )
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    _run_zero_forward_bookkeeping_on_decoder(engine)
     return engine
+
+
+def _run_zero_forward_bookkeeping_on_decoder(engine) -> None:
+    """Make a direct call of the decoder do the ZeRO bookkeeping that `engine.forward` does at every forward.
+
+    train/logprobs.py calls `module.get_decoder()` and the LM head itself (to apply the head in chunks), so
+    `engine.forward` never runs. But that is where DeepSpeed (0.17+) calls `optimizer.clear_backward_seen_flag()`, and
+    ZeRO-3 advances its micro-step counter there: without it every micro-batch's gradient partition is *copied* over
+    the previous one instead of added, and with gradient accumulation only the last micro-batch's gradient is kept
+    (grad norm and update silently wrong; tests/test_equivalence.py catches it). The flag is idempotent (a second call
+    in the same forward does nothing), so a call through `engine(...)` that also reaches the decoder stays correct.
+    """
+    from deepspeed.runtime.base_optimizer import ZeROOptimizer
+
+    optimizer = engine.optimizer
+    if not isinstance(optimizer, ZeROOptimizer):
+        return
+    engine.module.get_decoder().register_forward_pre_hook(lambda module, args: optimizer.clear_backward_seen_flag())
 
 
 def build_reference_engine(reference: PreTrainedModel, *, zero_stage: int, dtype: str, world_size: int):

@@ -28,6 +28,21 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _truncate_after(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by the crash
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
 class RunTracker:
     """Writes the run directory on rank 0 and mirrors metrics and samples to W&B; on other ranks every call is a no-op."""
 
@@ -42,6 +57,8 @@ class RunTracker:
         wandb_entity: str | None,
         wandb_name: str | None,
         wandb_tags: list[str],
+        resume_step: int | None = None,
+        wandb_run_id: str | None = None,
     ):
         self.run_dir = run_dir
         self.enabled = enabled
@@ -50,6 +67,11 @@ class RunTracker:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if resume_step is not None:
+            # Lines past the checkpoint were logged by the interrupted run after its last save; the resumed run
+            # writes those steps again, so drop them to keep one line per step.
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                _truncate_after(run_dir / name, resume_step)
         self._metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self._samples = open(run_dir / "samples.jsonl", "a", buffering=1)
         if wandb_mode != "disabled":
@@ -64,7 +86,14 @@ class RunTracker:
                 config=config,
                 mode=wandb_mode,
                 dir=str(run_dir),
+                id=wandb_run_id,
+                resume="allow" if wandb_run_id else None,
             )
+
+    @property
+    def wandb_run_id(self) -> str | None:
+        """Saved in checkpoints so a resumed run logs into the same W&B run."""
+        return None if self._wandb is None else self._wandb.id
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:

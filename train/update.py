@@ -8,6 +8,7 @@ does the latter unconditionally, so each rank's loss is multiplied by the world 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
@@ -45,12 +46,16 @@ def policy_update(
     importance_sampling_level: str,
 ) -> dict[str, float]:
     """One optimiser step over all rows of `batch` (this rank's share). Returns metrics over all ranks: `loss` is the
-    step's global loss, the others are means over all valid completion tokens of all ranks."""
+    step's global loss, the others are means over all valid completion tokens of all ranks; `skipped` is 1.0 when the
+    optimiser step was skipped for non-finite gradients (the weights did not change)."""
     completion_length = batch.completion_mask.shape[1]
     num_tokens, num_sequences = step_normalisers(batch.completion_mask)
     sums: dict[str, float] = defaultdict(float)
     total_loss = 0.0
     unsharded_grad_norm = None
+    guard = getattr(engine, "client_optimizer", None)  # train.optim.GuardedAdamW, handed to deepspeed.initialize
+    if guard is not None:
+        guard.last_step_skipped = False
     engine.train()
     for start in range(0, len(batch), micro_batch_size):
         micro = batch.rows(start, start + micro_batch_size)
@@ -102,6 +107,8 @@ def policy_update(
     result["loss"] = reduced[-1]
     grad_norm = unsharded_grad_norm if engine.zero_optimization_stage() == 0 else engine.get_global_grad_norm()
     result["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+    # Skipped: our optimiser refused non-finite gradients, or (ZeRO-1/2 fp32) DeepSpeed did and reported norm inf.
+    result["skipped"] = float(bool(getattr(guard, "last_step_skipped", False)) or not math.isfinite(result["grad_norm"]))
     result["lr"] = engine.get_lr()[0]
     return result
 

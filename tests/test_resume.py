@@ -1,0 +1,130 @@
+"""Never lose a run: exact resume after a kill, atomic checkpoints, pre-emption signals, the non-finite guard."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from test_cli import QUICKSTART, REPO, read_jsonl, run_train
+
+VOLATILE = ("time/", "tokens_per_second")  # wall-clock metrics differ between any two runs
+
+
+def comparable(metrics):
+    return [{k: v for k, v in m.items() if not k.startswith(VOLATILE)} for m in metrics]
+
+
+def final_weights(run_dir):
+    from transformers import AutoModelForCausalLM
+
+    return dict(AutoModelForCausalLM.from_pretrained(run_dir / "final_model").named_parameters())
+
+
+def assert_same_run(a, b):
+    ma, mb = comparable(read_jsonl(a / "metrics.jsonl")), comparable(read_jsonl(b / "metrics.jsonl"))
+    assert [m["step"] for m in ma] == [m["step"] for m in mb]
+    for x, y in zip(ma, mb):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-7, nan_ok=True), (x["step"], key)
+    wa, wb = final_weights(a), final_weights(b)
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def start_train(args, launcher=None):
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    command = (launcher or [sys.executable]) + ["-m", "train", *args]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(process, metrics_path, step, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics_path.is_file() and any(json.loads(l)["step"] >= step for l in metrics_path.read_text().splitlines() if l.endswith("}")):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"trainer exited early: {process.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the trainer")
+
+
+COMMON = ["max_steps=6", "checkpoint.every=2", "rewards.functions=[{name: 'tests.fault_rewards:alternating'}]", "optim.lr=3e-3"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_killed_run_resumes_exactly(tmp_path, how):
+    reference = run_train(["--config", str(QUICKSTART), *COMMON, f"output_dir={tmp_path}", "run_name=straight"])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    args = ["--config", str(QUICKSTART), *COMMON, f"output_dir={tmp_path}", "run_name=killed", "checkpoint.resume=auto"]
+    process = start_train(args)
+    wait_for_step(process, tmp_path / "killed" / "metrics.jsonl", 3)
+    process.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    if how == "sigterm":
+        assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    else:
+        assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "final_model").exists(), "the run should have been interrupted"
+
+    resumed = run_train(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    assert_same_run(tmp_path / "straight", tmp_path / "killed")
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_rank_resume_is_exact(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    common = ["--config", str(QUICKSTART), *COMMON, "max_steps=4", f"output_dir={tmp_path}", "deepspeed.zero_stage=2"]
+    straight = run_train([*common, "run_name=straight"], launcher=torchrun)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run_train([*common, "run_name=split", "max_steps=2"], launcher=torchrun)  # stops after its step-2 checkpoint
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Same schedule (constant LR after warmup), so continuing to step 4 equals never having stopped.
+    second = run_train([*common, "run_name=split", "checkpoint.resume=auto"], launcher=torchrun)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert_same_run(tmp_path / "straight", tmp_path / "split")
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    args = ["--config", str(QUICKSTART), "max_steps=1", f"output_dir={tmp_path}", "run_name=r", "checkpoint.export_hf=false"]
+    assert run_train(args).returncode == 0
+    checkpoint = tmp_path / "r" / "checkpoints" / "step_00000001"
+    for path in checkpoint.rglob("*model_states.pt"):
+        path.write_bytes(path.read_bytes()[:100])  # truncated, as after a disk-full crash
+    metrics_before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    result = run_train([*args, "max_steps=2", "checkpoint.resume=auto"])
+    assert result.returncode == 2
+    assert "thinkrl: error: checkpoint.resume:" in result.stderr and "step_00000001" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == metrics_before, "nothing written over"
+
+
+def test_resume_from_missing_path_is_a_clear_error(tmp_path):
+    result = run_train(["--config", str(QUICKSTART), f"output_dir={tmp_path}", f"checkpoint.resume={tmp_path / 'nope'}"], timeout=300)
+    assert result.returncode == 2 and "no checkpoint there" in result.stderr
+
+
+@pytest.mark.slow
+def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
+    result = run_train([
+        "--config", str(QUICKSTART), "max_steps=6", f"output_dir={tmp_path}", "run_name=nan", "optim.max_consecutive_skips=2",
+        "rewards.functions=[{name: 'tests.fault_rewards:overflow', weight: 10.0}]",
+    ])
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "2 updates in a row had a non-finite loss or gradient" in result.stderr
+    metrics = read_jsonl(tmp_path / "nan" / "metrics.jsonl")
+    assert [m["skipped_updates"] for m in metrics] == [1, 1]  # both steps were logged, then the run stopped
+

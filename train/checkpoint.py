@@ -1,0 +1,123 @@
+"""Checkpoints that resume exactly and survive a crash mid-save.
+
+Layout under `<run_dir>/checkpoints/`:
+    step_00000010/            DeepSpeed state (weights, optimiser, scheduler, ZeRO shards of every rank)
+        trainer_state_rank{r}.pt   step, prompt-sampler position, RNG states of rank r, W&B run id
+        COMPLETE                   written last: a directory without it is not a checkpoint
+    latest                    name of the newest complete checkpoint, replaced atomically
+
+A checkpoint is written under `.staging_<tag>/` and renamed into place only after every rank has finished, and
+`latest` is switched after the rename, so a crash at any moment leaves the previous checkpoint as `latest`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from train.distributed import barrier
+
+LATEST = "latest"
+COMPLETE = "COMPLETE"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names its path."""
+
+
+def checkpoint_tag(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def capture_rng() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(engine, root: Path, step: int, trainer_state: dict[str, Any], *, rank: int, world_size: int, keep_last: int) -> Path:
+    """Collective: every rank calls it. Returns the final checkpoint directory."""
+    tag = checkpoint_tag(step)
+    staging = root / f".staging_{tag}"
+    final = root / tag
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    barrier()
+    engine.save_checkpoint(str(staging), tag=tag, save_latest=False)
+    torch.save(trainer_state, staging / tag / f"trainer_state_rank{rank}.pt")
+    barrier()
+    if rank == 0:
+        _write_atomic(staging / tag / COMPLETE, json.dumps({"step": step, "world_size": world_size}))
+        shutil.rmtree(final, ignore_errors=True)  # a checkpoint of the same step from an earlier attempt
+        os.replace(staging / tag, final)
+        shutil.rmtree(staging, ignore_errors=True)
+        _write_atomic(root / LATEST, tag)
+        _prune(root, keep_last)
+    barrier()
+    return final
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    complete = sorted(p for p in root.glob("step_*") if (p / COMPLETE).is_file())
+    for old in complete[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".staging_*"):  # left by a crash mid-save
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def find_checkpoint(path: Path) -> Path | None:
+    """A checkpoint directory from: a checkpoint itself, a `checkpoints/` root (its `latest`), or a run directory."""
+    for candidate_root in (path, path / "checkpoints"):
+        latest = candidate_root / LATEST
+        if latest.is_file():
+            return candidate_root / latest.read_text().strip()
+    if (path / COMPLETE).is_file():
+        return path
+    return None
+
+
+def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int) -> dict[str, Any]:
+    """Restore DeepSpeed state into `engine` and return this rank's trainer state. Collective."""
+    marker = checkpoint_dir / COMPLETE
+    if not marker.is_file():
+        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: not a complete checkpoint (no {COMPLETE} marker)")
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: unreadable {COMPLETE} marker ({exc})") from None
+    if saved.get("world_size") != world_size:
+        raise CheckpointError(
+            f"checkpoint.resume: {checkpoint_dir}: saved with world size {saved.get('world_size')}, now {world_size}; "
+            "exact resume needs the same number of ranks"
+        )
+    try:
+        path, _ = engine.load_checkpoint(str(checkpoint_dir.parent), tag=checkpoint_dir.name, load_optimizer_states=True, load_lr_scheduler_states=True)
+        state = torch.load(checkpoint_dir / f"trainer_state_rank{rank}.pt", weights_only=False)
+    except Exception as exc:  # DeepSpeed and torch raise many types on a damaged file: report them all the same way
+        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: cannot load ({exc.__class__.__name__}: {exc})") from None
+    if path is None:
+        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: DeepSpeed found no checkpoint there")
+    return state

@@ -1,0 +1,346 @@
+"""Evaluation on held-out prompts: greedy pass@1, sampled pass@k / mean@k, per-reward means, lengths.
+
+Metrics (all are means over prompts of a per-prompt value, so shards of a prompt set combine exactly, see below):
+
+| key | per-prompt value |
+|---|---|
+| `eval/pass@1` | 1 if the greedy completion scores >= 1 on `correct_reward`, else 0 |
+| `eval/pass@K` | unbiased pass@K estimate from n = K samples (Chen et al. 2021, eq. 1): 1 if any of the K is correct |
+| `eval/mean@K` | fraction of the K samples that are correct (= the unbiased pass@1 estimate from sampling) |
+| `eval/reward`, `eval/rewards/NAME` | weighted total reward / each reward's unweighted score of the greedy completion |
+| `eval/completion_length`, `eval/truncated_fraction` | greedy completion tokens (incl. EOS); 1 if it hit the length cap |
+
+`eval/pass@K` and `eval/mean@K` are present only when k > 1 (K is the number, e.g. `eval/pass@4`).
+`eval/num_prompts` is the number of prompts evaluated.
+
+Combining shards (one per rank): every metric is `sums[key] / num_prompts`, so all-reduce-sum the vector of
+`EvalResult.sums` values and `num_prompts`, then call `metrics_from_sums`. The result equals evaluating the union of the
+shards on one process, given the same completions; it does not depend on how prompts were split (shard sizes may differ,
+except with `synced_gpus`, see `evaluate`). Float64 sums of 0/1 values are exact.
+
+CLI (one process, nothing distributed; the model is a saved HF directory such as a run's `final_model/`):
+    python -m train.evaluate --model runs/quickstart/final_model --config configs/quickstart.yaml \\
+        data.source=data_out/arithmetic_eval.jsonl [--split test] [--k 4] [--limit 200] [--output eval.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm import tqdm
+
+from train.rollout import generate_rollouts
+
+if TYPE_CHECKING:
+    from rewards import RewardCombiner
+
+PREFIX = "eval/"
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # eval/... -> mean over this call's prompts (metrics_from_sums(sums, num_prompts))
+    samples: list[dict]  # the first `num_samples` greedy completions: prompt, completion, reward, correct, each reward
+    sums: dict[str, float]  # eval/... -> sum over prompts of the per-prompt value; all-reduce these to combine ranks
+    num_prompts: int  # B, the prompts this call evaluated
+    per_prompt: dict[str, list[float]] = field(default_factory=dict)  # eval/... -> [B] per-prompt values, prompt order
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+    Chen et al. 2021, "Evaluating Large Language Models Trained on Code", arXiv:2107.03374, eq. 1, computed as the
+    paper's numerically stable product 1 - prod_{i=n-c+1}^{n} (1 - k/i) (its Figure 3), which avoids huge binomials.
+
+    >>> pass_at_k(5, 2, 2)  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+    0.7
+    """
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every k-subset contains a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def prompt_metrics(
+    *,
+    greedy_correct: list[bool],
+    greedy_total: list[float],
+    greedy_rewards: dict[str, list[float]],
+    greedy_lengths: list[int],
+    greedy_truncated: list[bool],
+    sampled_correct: list[list[bool]] | None,
+) -> dict[str, list[float]]:
+    """Per-prompt values of every metric. Greedy lists are [B]; `sampled_correct` is [B][n] (None: no sampling).
+
+    With n samples, pass@n and mean@n are reported (here n = k)."""
+    per_prompt = {
+        f"{PREFIX}pass@1": [float(c) for c in greedy_correct],
+        f"{PREFIX}reward": [float(r) for r in greedy_total],
+        **{f"{PREFIX}rewards/{name}": [float(v) for v in values] for name, values in greedy_rewards.items()},
+        f"{PREFIX}completion_length": [float(n) for n in greedy_lengths],
+        f"{PREFIX}truncated_fraction": [float(t) for t in greedy_truncated],
+    }
+    if sampled_correct is not None:
+        n = len(sampled_correct[0]) if sampled_correct else 0
+        if any(len(row) != n for row in sampled_correct):
+            raise ValueError("every prompt needs the same number of samples")
+        if n > 1:
+            per_prompt[f"{PREFIX}pass@{n}"] = [pass_at_k(n, sum(row), n) for row in sampled_correct]
+            per_prompt[f"{PREFIX}mean@{n}"] = [sum(row) / n for row in sampled_correct]
+    return per_prompt
+
+
+def sum_per_prompt(per_prompt: dict[str, list[float]]) -> tuple[dict[str, float], int]:
+    """(sums over prompts, number of prompts); the form that adds up across ranks."""
+    counts = {len(values) for values in per_prompt.values()}
+    if len(counts) > 1:
+        raise ValueError(f"per-prompt lists differ in length: {sorted(counts)}")
+    return {key: math.fsum(values) for key, values in per_prompt.items()}, counts.pop() if counts else 0
+
+
+def metrics_from_sums(sums: dict[str, float], num_prompts: int) -> dict[str, float]:
+    """Means over prompts, plus eval/num_prompts. Pass sums and counts all-reduced over ranks to get global metrics."""
+    if num_prompts <= 0:
+        raise ValueError("no prompts were evaluated")
+    return {**{key: value / num_prompts for key, value in sums.items()}, f"{PREFIX}num_prompts": float(num_prompts)}
+
+
+class _GreedyModel:
+    """`model`, but its generate() decodes greedily.
+
+    `generate_rollouts` always samples; handing it this wrapper reuses its prompt encoding, EOS mask and decoding
+    unchanged. The sampling arguments are set to None so a checkpoint's own generation_config (e.g. temperature 0.7)
+    neither applies nor triggers transformers' "flag only used in sample mode" warning."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):  # training, eval(), train(), config, ... come from the model
+        return getattr(self._model, name)
+
+    def generate(self, **kwargs):
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return self._model.generate(**kwargs)
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _generate(model, tokenizer, prompts, *, greedy: bool, num_generations: int, batch_size: int, desc: str,
+              show_progress: bool, **generation_kwargs):
+    """Completions for every prompt, `num_generations` each, group-major; `batch_size` rows per generate call."""
+    prompts_per_call = max(1, batch_size // num_generations)
+    texts, lengths, truncated = [], [], []
+    policy = _GreedyModel(model) if greedy else model
+    for rows in tqdm(_chunks(len(prompts), prompts_per_call), desc=desc, disable=not show_progress, leave=False):
+        batch = generate_rollouts(policy, tokenizer, [prompts[i] for i in rows], num_generations=num_generations,
+                                  **generation_kwargs)
+        texts += batch.completion_texts
+        lengths += batch.completion_lengths.tolist()
+        truncated += batch.truncated.tolist()
+    return texts, lengths, truncated
+
+
+def _score(combiner, prompts, columns, texts, lengths, num_generations):
+    """RewardCombiner output for completions [B*G] of prompts [B] with per-prompt `columns` (repeated G times)."""
+    repeated = {name: [v for v in values for _ in range(num_generations)] for name, values in columns.items()}
+    repeated["completion_length"] = lengths  # length-shaping rewards read it, as in training
+    return combiner(texts, [p for p in prompts for _ in range(num_generations)], repeated)
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    columns: dict[str, list],
+    combiner: RewardCombiner,
+    *,
+    correct_reward: str,
+    k: int,
+    max_completion_length: int,
+    temperature: float,
+    top_p: float,
+    batch_size: int,
+    device,
+    add_special_tokens: bool,
+    top_k: int = 0,
+    seed: int = 0,
+    num_samples: int = 4,
+    show_progress: bool = False,
+    synced_gpus: bool = False,
+) -> EvalResult:
+    """Evaluate `model` on B rendered `prompts` (this rank's shard). The model is left in the train/eval mode it had.
+
+    Args:
+        prompts: [B] rendered prompt strings (the `text` column of `train.main.load_prompts`).
+        columns: dataset columns for the rewards, each a list of B values (answer, numbers, ...; not `text`).
+        combiner: scores completions; `correct_reward` is one of its reward names, and a completion is correct when
+            that reward's score is >= 1 (the trainer's `accuracy` rule).
+        k: samples per prompt for pass@k / mean@k (n = k); k <= 1 skips sampling.
+        temperature, top_p, top_k: sampling settings for the k samples (the greedy pass ignores them).
+        batch_size: completions (rows) per `generate` call, for greedy and sampled passes alike.
+        seed: sampling runs under `torch.random.fork_rng` seeded with this, so evaluation is reproducible and leaves
+            the caller's RNG (the training sampler's) untouched. Give each rank its own seed if shards should not
+            share random streams.
+        synced_gpus: ZeRO-3 without gathered weights: ranks generate in lock-step, so every rank must make the same
+            number of `generate` calls; give every rank the same number of prompts.
+    """
+    names = [spec.name for spec in combiner.specs]
+    if correct_reward not in names:
+        raise ValueError(f"correct_reward {correct_reward!r} is not one of the combiner's rewards {names}")
+    if not prompts:
+        raise ValueError("evaluate needs at least one prompt")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for name, values in columns.items():
+        if len(values) != len(prompts):
+            raise ValueError(f"column {name!r} has {len(values)} values for {len(prompts)} prompts")
+    device = torch.device(device)
+    generation_kwargs = dict(
+        max_completion_length=max_completion_length, temperature=temperature, top_p=top_p, top_k=top_k, device=device,
+        add_special_tokens=add_special_tokens, synced_gpus=synced_gpus, batch_size=batch_size, show_progress=show_progress,
+    )
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        texts, lengths, truncated = _generate(model, tokenizer, prompts, greedy=True, num_generations=1,
+                                              desc="eval greedy", **generation_kwargs)
+        sampled = None
+        if k > 1:
+            sampled = _generate(model, tokenizer, prompts, greedy=False, num_generations=k, desc=f"eval pass@{k}",
+                                **generation_kwargs)
+
+    greedy = _score(combiner, prompts, columns, texts, lengths, 1)
+    greedy_correct = [score >= 1.0 for score in greedy.per_reward[correct_reward]]
+    sampled_correct = None
+    if sampled is not None:
+        s_texts, s_lengths, _ = sampled
+        scores = _score(combiner, prompts, columns, s_texts, s_lengths, k).per_reward[correct_reward]
+        sampled_correct = [[score >= 1.0 for score in scores[b * k : (b + 1) * k]] for b in range(len(prompts))]
+
+    per_prompt = prompt_metrics(
+        greedy_correct=greedy_correct, greedy_total=greedy.total, greedy_rewards=greedy.per_reward,
+        greedy_lengths=lengths, greedy_truncated=truncated, sampled_correct=sampled_correct,
+    )
+    sums, num_prompts = sum_per_prompt(per_prompt)
+    samples = [
+        {"prompt": prompts[i], "completion": texts[i], "reward": greedy.total[i], "correct": greedy_correct[i],
+         **{name: values[i] for name, values in greedy.per_reward.items()}}
+        for i in range(min(num_samples, len(prompts)))
+    ]
+    return EvalResult(metrics=metrics_from_sums(sums, num_prompts), samples=samples, sums=sums, num_prompts=num_prompts,
+                      per_prompt=per_prompt)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLI: evaluate a saved checkpoint alone.
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.evaluate",
+        description="Evaluate a saved HF model directory on the config's data and rewards. Extra `key.sub=value` "
+        "arguments override the YAML (e.g. data.source=eval.jsonl: a single-file or synthetic source ignores --split).",
+    )
+    parser.add_argument("--model", required=True, help="HF model directory, e.g. runs/NAME/final_model")
+    parser.add_argument("--config", required=True, help="YAML experiment file (data, template, rewards, rollout settings)")
+    parser.add_argument("--split", default=None, help="dataset split (default: the config's data.split)")
+    parser.add_argument("--k", type=int, default=None, help="samples per prompt for pass@k (default: rollout.num_generations; <= 1 skips)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many prompts")
+    parser.add_argument("--batch-size", type=int, default=32, help="completions per generate call")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: the config's seed)")
+    parser.add_argument("--num-samples", type=int, default=4, help="greedy completions written to the JSON")
+    parser.add_argument("--output", default=None, help="write metrics, samples and per-prompt values here as JSON")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.source=eval.jsonl")
+    return parser.parse_intermixed_args(argv)
+
+
+def _check_model_dir(path: str) -> None:
+    from train.config import ConfigError
+
+    if not (Path(path).expanduser() / "config.json").is_file():
+        raise ConfigError(f"--model {path}: no HF model directory there (config.json not found)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Load config, model, data and rewards as the trainer does, evaluate, print a table; returns the JSON record."""
+    from rewards import RewardCombiner, RewardSpec
+    from train.config import ConfigError, load_config
+    from train.main import load_prompts
+    from train.model import load_pretrained
+
+    _check_model_dir(args.model)  # before any heavy loading: a typo fails at once
+    overrides = list(args.overrides)
+    overrides += [f"data.split={args.split}"] if args.split is not None else []
+    overrides += [f"data.limit={args.limit}"] if args.limit is not None else []
+    cfg = load_config(args.config, overrides)
+    specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
+    correct_reward = cfg.rewards.accuracy_reward or specs[0].name
+    if correct_reward not in {s.name for s in specs}:
+        raise ConfigError(f"rewards.accuracy_reward: {correct_reward!r} is not one of rewards.functions {[s.name for s in specs]}")
+    try:
+        combiner = RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error)
+    except ValueError as exc:
+        raise ConfigError(f"rewards.functions: {exc}") from None
+    model, tokenizer = load_pretrained(args.model, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                                       trust_remote_code=cfg.model.trust_remote_code)
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    model.to(device)
+    # load_prompts insists on rollout.prompts_per_step prompts (a training constraint); evaluation needs only one.
+    load_cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"prompts_per_step": 1})})
+    dataset, dropped = load_prompts(load_cfg, tokenizer)
+    rows = dataset.to_dict()
+    prompts = rows.pop("text")
+    k = cfg.rollout.num_generations if args.k is None else args.k
+    seed = cfg.seed if args.seed is None else args.seed
+    print(f"thinkrl.evaluate: {len(prompts)} prompts from {cfg.data.source} (split {cfg.data.split}; {dropped} over "
+          f"max_prompt_length dropped) | k={k} | {device}", flush=True)
+    with combiner:
+        result = evaluate(
+            model, tokenizer, prompts, rows, combiner, correct_reward=correct_reward, k=k,
+            max_completion_length=cfg.rollout.max_completion_length, temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, batch_size=args.batch_size, device=device,
+            add_special_tokens=cfg.data.template != "chat", seed=seed, num_samples=args.num_samples,
+            show_progress=args.progress,
+        )
+    width = max(len(key) for key in result.metrics)
+    for key, value in result.metrics.items():
+        print(f"  {key:<{width}}  {value:.4f}")
+    return {
+        "model": args.model, "config": args.config, "overrides": overrides, "source": cfg.data.source,
+        "split": cfg.data.split, "k": k, "seed": seed, "correct_reward": correct_reward, "metrics": result.metrics,
+        "samples": result.samples, "per_prompt": result.per_prompt,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.evaluate ...`. Bad input (config, model path, data) exits 2 with a one-line error."""
+    args = parse_args(argv)
+    from train.config import ConfigError
+    from train.model import ModelLoadError
+
+    try:
+        record = run(args)
+    except (ConfigError, ModelLoadError) as exc:
+        print(f"thinkrl.evaluate: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if args.output is not None:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"thinkrl.evaluate: wrote {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

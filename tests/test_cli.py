@@ -40,7 +40,8 @@ def assert_trained_run(run_dir: Path, steps: int):
 
     assert (run_dir / "config.yaml").is_file()
     cfg = load_config(run_dir / "config.yaml")  # the resolved config is itself a valid experiment file
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    metrics = [m for m in records if m["step"] > 0]  # step 0: the held-out evaluation before training
     assert [m["step"] for m in metrics] == list(range(1, steps + 1))
     for record in metrics:
         for key in ("loss", "reward/mean", "accuracy", "completion_length/mean", "clip_ratio/region_mean", "entropy",
@@ -68,6 +69,14 @@ def test_quickstart_cli_trains_and_writes_run_dir(tmp_path):
     assert "thinkrl: done" in result.stdout
     metrics = assert_trained_run(tmp_path / "smoke", steps=3)
     assert metrics[0]["lr"] < metrics[-1]["lr"]  # warmup_steps=2 in the quickstart
+    # Held-out evaluation before training (step 0) and at the end, on 64 prompts.
+    baseline = read_jsonl(tmp_path / "smoke" / "metrics.jsonl")[0]
+    assert baseline["step"] == 0 and "loss" not in baseline
+    for record in (baseline, metrics[-1]):
+        assert record["eval/num_prompts"] == 64
+        assert 0 <= record["eval/pass@1"] <= record["eval/pass@4"] <= 1
+    assert "eval/pass@1" not in metrics[0]  # eval.every=0: only at the start and the end
+    assert sorted(p.name for p in (tmp_path / "smoke" / "report").glob("*.png"))[:2] == ["accuracy.png", "completion_length.png"]
 
 
 @pytest.mark.slow
@@ -75,7 +84,7 @@ def test_beta_and_iterations_cli(tmp_path):
     """The KL path (reference model) and num_iterations=2 (old log-probs kept) run end to end."""
     result = run_train([
         "--config", str(QUICKSTART), "max_steps=2", f"output_dir={tmp_path}", "run_name=kl", "grpo.beta=0.04",
-        "grpo.num_iterations=2", "grpo.loss_type=grpo", "grpo.scale_rewards=batch",
+        "grpo.num_iterations=2", "grpo.loss_type=grpo", "grpo.scale_rewards=batch", "eval.source=null",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_jsonl(tmp_path / "kl" / "metrics.jsonl")

@@ -22,4 +22,7 @@ def test_torchrun_two_ranks(tmp_path, zero_stage):
     metrics = assert_trained_run(tmp_path / "dist", steps=2)
     # Each rank sampled its own 2 prompts x 4 completions; the logged statistics cover both ranks' 16 completions.
     assert all(m["completion_length/max"] >= m["completion_length/mean"] for m in metrics)
-    assert len(read_jsonl(tmp_path / "dist" / "metrics.jsonl")) == 2
+    # The held-out set is sharded over the ranks and the sums all-reduced: all 64 prompts are counted once.
+    records = read_jsonl(tmp_path / "dist" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert records[0]["eval/num_prompts"] == 64 and records[-1]["eval/num_prompts"] == 64

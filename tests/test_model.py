@@ -76,7 +76,7 @@ def test_train_from_hf_directory(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path / "policy")
     result = run_train([
         "--config", str(QUICKSTART), "model.tiny=null", f"model.name_or_path={tmp_path / 'policy'}", "max_steps=1",
-        f"output_dir={tmp_path}", "run_name=hf",
+        f"output_dir={tmp_path}", "run_name=hf", "eval.source=null",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(read_jsonl(tmp_path / "hf" / "metrics.jsonl")) == 1

@@ -56,7 +56,7 @@ def wait_for_step(process, metrics_path, step, timeout=300):
     raise AssertionError("timed out waiting for the trainer")
 
 
-COMMON = ["max_steps=6", "checkpoint.every=2", "rewards.functions=[{name: 'tests.fault_rewards:alternating'}]", "optim.lr=3e-3"]
+COMMON = ["eval.source=null", "max_steps=6", "checkpoint.every=2", "rewards.functions=[{name: 'tests.fault_rewards:alternating'}]", "optim.lr=3e-3"]
 
 
 @pytest.mark.slow
@@ -120,7 +120,7 @@ def test_resume_from_missing_path_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
     result = run_train([
-        "--config", str(QUICKSTART), "max_steps=6", f"output_dir={tmp_path}", "run_name=nan", "optim.max_consecutive_skips=2",
+        "--config", str(QUICKSTART), "max_steps=6", f"output_dir={tmp_path}", "run_name=nan", "eval.source=null", "optim.max_consecutive_skips=2",
         "rewards.functions=[{name: 'tests.fault_rewards:overflow', weight: 10.0}]",
     ])
     assert result.returncode == 3, result.stderr[-3000:]

@@ -121,3 +121,25 @@ def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int)
     if path is None:
         raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: DeepSpeed found no checkpoint there")
     return state
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint that `checkpoint.resume` asks for: None for a fresh start (also `auto` with nothing saved yet)."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return find_checkpoint(run_dir)
+    found = find_checkpoint(Path(resume))
+    if found is None:
+        raise CheckpointError(f"checkpoint.resume: {resume}: no checkpoint there (no 'latest' file or {COMPLETE} marker)")
+    return found
+
+
+def export_policy(engine, tokenizer, out_dir: Path, *, zero_stage: int, is_main: bool) -> None:
+    """Write the policy as an HF directory (`from_pretrained`-loadable). Collective: under ZeRO-3 every rank takes
+    part in gathering the shards."""
+    state_dict = engine._zero3_consolidated_16bit_state_dict() if zero_stage == 3 else None
+    if is_main:
+        engine.module.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+    barrier()

@@ -212,6 +212,24 @@ class DeepSpeedConfig(_Section):
         return self
 
 
+class EvalConfig(_Section):
+    source: str | None = None
+    """Held-out prompts (same forms as data.source; columns, template and rewards as for training); null: no eval.
+    Training rows whose prompt also appears here are dropped, so the set stays held out."""
+    split: str = "test"
+    """Split of `source` (ignored for single files and synthetic sources)."""
+    limit: int | None = Field(200, gt=0)
+    """Evaluate at most this many prompts."""
+    every: int = Field(0, ge=0)
+    """Evaluate every this many steps; 0: only before training (step 0) and at the end."""
+    at_start: bool = True
+    """Also evaluate the initial policy, logged as step 0: the baseline the run is measured against."""
+    k: int = Field(4, ge=1)
+    """Samples per prompt for pass@k and mean@k (at rollout.temperature); 1 skips sampling."""
+    batch_size: int = Field(64, gt=0)
+    """Completions per generate call."""
+
+
 class WandbConfig(_Section):
     mode: Literal["online", "offline", "disabled"] = "disabled"
     """online syncs to the server; offline writes under the run directory for `wandb sync`; disabled logs nothing."""
@@ -232,6 +250,8 @@ class LogConfig(_Section):
     """Completions (with their rewards) written to samples.jsonl per logged step."""
     wandb: WandbConfig = Field(default_factory=WandbConfig)
     """Weights & Biases settings."""
+    report: bool = True
+    """At the end, plot metrics.jsonl into PNGs under the run directory's report/ (train/report.py)."""
 
 
 class CheckpointConfig(_Section):
@@ -261,8 +281,10 @@ class TrainConfig(_Section):
     """Optimiser, schedule and micro-batching."""
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     """ZeRO stage and offload."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Held-out evaluation: greedy pass@1, sampled pass@k."""
     log: LogConfig = Field(default_factory=LogConfig)
-    """Metrics, samples and W&B."""
+    """Metrics, samples, W&B and the plot report."""
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Saving."""
     max_steps: int = Field(10, gt=0)

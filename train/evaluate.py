@@ -113,24 +113,6 @@ def metrics_from_sums(sums: dict[str, float], num_prompts: int) -> dict[str, flo
     return {**{key: value / num_prompts for key, value in sums.items()}, f"{PREFIX}num_prompts": float(num_prompts)}
 
 
-class _GreedyModel:
-    """`model`, but its generate() decodes greedily.
-
-    `generate_rollouts` always samples; handing it this wrapper reuses its prompt encoding, EOS mask and decoding
-    unchanged. The sampling arguments are set to None so a checkpoint's own generation_config (e.g. temperature 0.7)
-    neither applies nor triggers transformers' "flag only used in sample mode" warning."""
-
-    def __init__(self, model):
-        self._model = model
-
-    def __getattr__(self, name):  # training, eval(), train(), config, ... come from the model
-        return getattr(self._model, name)
-
-    def generate(self, **kwargs):
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return self._model.generate(**kwargs)
-
-
 def _chunks(n: int, size: int) -> list[range]:
     return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
@@ -140,10 +122,9 @@ def _generate(model, tokenizer, prompts, *, greedy: bool, num_generations: int, 
     """Completions for every prompt, `num_generations` each, group-major; `batch_size` rows per generate call."""
     prompts_per_call = max(1, batch_size // num_generations)
     texts, lengths, truncated = [], [], []
-    policy = _GreedyModel(model) if greedy else model
     for rows in tqdm(_chunks(len(prompts), prompts_per_call), desc=desc, disable=not show_progress, leave=False):
-        batch = generate_rollouts(policy, tokenizer, [prompts[i] for i in rows], num_generations=num_generations,
-                                  **generation_kwargs)
+        batch = generate_rollouts(model, tokenizer, [prompts[i] for i in rows], num_generations=num_generations,
+                                  do_sample=not greedy, **generation_kwargs)
         texts += batch.completion_texts
         lengths += batch.completion_lengths.tolist()
         truncated += batch.truncated.tolist()
@@ -296,9 +277,8 @@ def run(args: argparse.Namespace) -> dict:
                                        trust_remote_code=cfg.model.trust_remote_code)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     model.to(device)
-    # load_prompts insists on rollout.prompts_per_step prompts (a training constraint); evaluation needs only one.
-    load_cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"prompts_per_step": 1})})
-    dataset, dropped = load_prompts(load_cfg, tokenizer)
+    dataset, dropped = load_prompts(cfg.data, tokenizer, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit,
+                                    min_prompts=1, key="data.source")
     rows = dataset.to_dict()
     prompts = rows.pop("text")
     k = cfg.rollout.num_generations if args.k is None else args.k

@@ -33,14 +33,18 @@ from data import PromptSampler, load_prompt_dataset, render_prompt
 from rewards import RewardCombiner, RewardSpec
 from train.advantages import group_advantages, zero_std_fraction
 from train.batch import TrainBatch
-from train.checkpoint import CheckpointError, capture_rng, find_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from train.config import ConfigError, TrainConfig, config_to_dict, load_config
-from train.distributed import DistInfo, LauncherError, all_gather_tensor, barrier, destroy, init_distributed
+from train.checkpoint import (
+    CheckpointError, capture_rng, export_policy, load_checkpoint, resolve_resume, restore_rng, save_checkpoint,
+)
+from train.config import ConfigError, DataConfig, TrainConfig, config_to_dict, load_config
+from train.distributed import DistInfo, LauncherError, all_gather_tensor, all_reduce_sum, destroy, init_distributed
+from train.evaluate import evaluate, metrics_from_sums
 from train.model import (
     ModelLoadError, build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config,
     frozen_copy, load_pretrained,
 )
 from train.preemption import PreemptionFlag
+from train.report import ReportError, make_report
 from train.rollout import generate_rollouts, generation_model
 from train.tracking import RunTracker, make_run_dir
 from train.update import policy_update, sequence_logprobs
@@ -77,16 +81,16 @@ def build_policy(cfg: TrainConfig):
     return model, tokenizer
 
 
-def load_prompts(cfg: TrainConfig, tokenizer):
-    """The training dataset with a rendered `text` column; prompts over max_prompt_length tokens are dropped."""
-    data = cfg.data
+def load_prompts(data: DataConfig, tokenizer, *, source: str, split: str, limit: int | None, min_prompts: int, key: str):
+    """Dataset with a rendered `text` column; prompts over data.max_prompt_length tokens are dropped (and counted).
+    `key` names the config entry of `source` in errors (data.source or eval.source)."""
     try:
         dataset = load_prompt_dataset(
-            data.source, split=data.split, prompt_column=data.prompt_column, answer_column=data.answer_column,
-            keep_columns=data.keep_columns, data_format=data.data_format, limit=data.limit, subset=data.subset,
+            source, split=split, prompt_column=data.prompt_column, answer_column=data.answer_column,
+            keep_columns=data.keep_columns, data_format=data.data_format, limit=limit, subset=data.subset,
         )
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
-        raise ConfigError(f"data.source: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
     texts = [
         render_prompt(q, tokenizer, template=data.template, system_prompt=data.system_prompt, prefill_think=data.prefill_think)
         for q in dataset["prompt"]
@@ -94,12 +98,30 @@ def load_prompts(cfg: TrainConfig, tokenizer):
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=data.template != "chat")["input_ids"]]
     keep = [i for i, n in enumerate(lengths) if n <= data.max_prompt_length]
     dataset = dataset.add_column("text", texts).select(keep)
-    if len(dataset) < cfg.rollout.prompts_per_step:
+    if len(dataset) < min_prompts:
         raise ConfigError(
-            f"data.source: {data.source}: {len(dataset)} prompts fit data.max_prompt_length={data.max_prompt_length} "
-            f"(longest is {max(lengths)} tokens), fewer than rollout.prompts_per_step={cfg.rollout.prompts_per_step}"
+            f"{key}: {source}: {len(dataset)} prompts fit data.max_prompt_length={data.max_prompt_length} "
+            f"(longest is {max(lengths, default=0)} tokens); at least {min_prompts} are needed"
         )
     return dataset, len(lengths) - len(keep)
+
+
+def load_train_and_eval(cfg: TrainConfig, tokenizer, rank: int, world: int):
+    """Training prompts minus any that appear in the eval set, and this rank's disjoint shard of the eval set."""
+    eval_rows = None
+    train_set, dropped = load_prompts(cfg.data, tokenizer, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit,
+                                      min_prompts=cfg.rollout.prompts_per_step, key="data.source")
+    if cfg.eval.source is not None:
+        eval_set, _ = load_prompts(cfg.data, tokenizer, source=cfg.eval.source, split=cfg.eval.split, limit=cfg.eval.limit,
+                                   min_prompts=world, key="eval.source")
+        held_out = set(eval_set["text"])
+        train_set = train_set.filter(lambda row: row["text"] not in held_out)
+        if len(train_set) < cfg.rollout.prompts_per_step:
+            raise ConfigError(f"eval.source: {cfg.eval.source}: it contains nearly all training prompts of data.source")
+        # Equal shard sizes: with synced generation (ZeRO-3, no gather) every rank must make the same calls.
+        usable = len(eval_set) - len(eval_set) % world
+        eval_rows = eval_set.select(range(rank, usable, world)).to_dict()
+    return train_set, dropped, eval_rows
 
 
 @dataclass
@@ -117,6 +139,7 @@ class Run:
     reward_names: list[str]
     accuracy_reward: str
     start_step: int
+    eval_rows: dict[str, list] | None  # this rank's shard of the held-out set, with a rendered `text` column
 
 
 def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
@@ -137,10 +160,10 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
     if accuracy_reward not in {s.name for s in specs}:
         raise ConfigError(f"rewards.accuracy_reward: {accuracy_reward!r} is not one of rewards.functions {[s.name for s in specs]}")
     run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
-    checkpoint_dir = _checkpoint_to_resume(cfg.checkpoint.resume, run_dir)
+    checkpoint_dir = resolve_resume(cfg.checkpoint.resume, run_dir)
 
     model, tokenizer = build_policy(cfg)
-    dataset, dropped = load_prompts(cfg, tokenizer)
+    dataset, dropped, eval_rows = load_train_and_eval(cfg, tokenizer, rank, world)
     sampler = PromptSampler(len(dataset), prompts_per_rank, seed=cfg.seed, rank=rank, world_size=world)
     reference = frozen_copy(model) if cfg.grpo.beta > 0 else None
     ds_config = deepspeed_config(
@@ -173,7 +196,7 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
         resumed = f" | resumed from {checkpoint_dir} at step {start_step}" if checkpoint_dir is not None else ""
         print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
               f"world size {world} | ZeRO-{cfg.deepspeed.zero_stage}{resumed}", flush=True)
-    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, [s.name for s in specs], accuracy_reward, start_step)
+    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, [s.name for s in specs], accuracy_reward, start_step, eval_rows)
 
 
 def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str, float], list[dict]]:
@@ -245,6 +268,24 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
     return metrics, samples
 
 
+def held_out_eval(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str, float], list[dict]]:
+    """Greedy pass@1 and sampled pass@k on the held-out set. Each rank evaluates its shard; sums are all-reduced,
+    so the metrics are exactly those of one process evaluating every prompt (train/evaluate.py)."""
+    rows = {name: values for name, values in run.eval_rows.items() if name != "text"}
+    with generation_model(run.engine, zero_stage=cfg.deepspeed.zero_stage, gather_zero3_params=cfg.rollout.gather_zero3_params) as policy:
+        result = evaluate(
+            policy, run.tokenizer, run.eval_rows["text"], rows, run.combiner, correct_reward=run.accuracy_reward, k=cfg.eval.k,
+            max_completion_length=cfg.rollout.max_completion_length, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+            top_k=cfg.rollout.top_k, batch_size=cfg.eval.batch_size, device=dist_info.device,
+            add_special_tokens=cfg.data.template != "chat", seed=cfg.seed + dist_info.rank, num_samples=cfg.log.num_samples,
+            show_progress=dist_info.is_main,
+            synced_gpus=cfg.deepspeed.zero_stage == 3 and not cfg.rollout.gather_zero3_params and dist_info.world_size > 1,
+        )
+    keys = sorted(result.sums)
+    totals = all_reduce_sum(torch.tensor([result.sums[k] for k in keys] + [result.num_prompts], dtype=torch.float64)).tolist()
+    return metrics_from_sums(dict(zip(keys, totals[:-1])), int(totals[-1])), [{"split": "eval", **s} for s in result.samples]
+
+
 def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
     """The step loop: GRPO step -> log -> checkpoint; stops early on pre-emption or repeated non-finite updates."""
     run = setup(cfg, config_path, dist_info)
@@ -254,8 +295,20 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
     progress = tqdm(range(run.start_step + 1, cfg.max_steps + 1), desc="GRPO", initial=run.start_step, total=cfg.max_steps,
                     disable=not dist_info.is_main, dynamic_ncols=True)
     try:
+        if run.eval_rows is not None and cfg.eval.at_start and run.start_step == 0:
+            baseline, eval_samples = held_out_eval(run, cfg, dist_info)
+            run.tracker.log_metrics(0, baseline)
+            run.tracker.log_samples(0, eval_samples, table="eval_samples")
+            if dist_info.is_main:
+                tqdm.write(f"thinkrl: step 0 (before training): {_format_eval(baseline)}")
         for step in progress:
             metrics, samples = grpo_step(run, cfg, dist_info)
+            if run.eval_rows is not None and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.max_steps):
+                eval_metrics, eval_samples = held_out_eval(run, cfg, dist_info)
+                metrics.update(eval_metrics)
+                run.tracker.log_samples(step, eval_samples, table="eval_samples")
+                if dist_info.is_main:
+                    tqdm.write(f"thinkrl: step {step}: {_format_eval(eval_metrics)}")
             consecutive_skips = consecutive_skips + 1 if metrics["skipped_updates"] else 0
             if step % cfg.log.every == 0 or step == cfg.max_steps:
                 run.tracker.log_metrics(step, metrics)
@@ -274,24 +327,23 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
                 if dist_info.is_main:
                     print(f"thinkrl: signal {signal_number}: checkpoint saved at step {step} in {checkpoints}; exiting", flush=True)
                 raise SystemExit(128 + signal_number)
-        export_policy(run.engine, run.tokenizer, run.run_dir / "final_model", zero_stage=cfg.deepspeed.zero_stage,
-                      is_main=dist_info.is_main, enabled=cfg.checkpoint.export_hf)
+        if cfg.checkpoint.export_hf:
+            export_policy(run.engine, run.tokenizer, run.run_dir / "final_model", zero_stage=cfg.deepspeed.zero_stage, is_main=dist_info.is_main)
     finally:
         preemption.uninstall()
         run.combiner.close()
         run.tracker.close()
+    if cfg.log.report and dist_info.is_main:
+        try:
+            plots = make_report(run.run_dir)
+            print(f"thinkrl: report: {len(plots)} plots in {run.run_dir / 'report'}", flush=True)
+        except ReportError as exc:
+            print(f"thinkrl: warning: no report: {exc}", file=sys.stderr, flush=True)
     return run.run_dir
 
 
-def _checkpoint_to_resume(resume: str | None, run_dir: Path) -> Path | None:
-    if resume is None:
-        return None
-    if resume == "auto":
-        return find_checkpoint(run_dir)  # None: a fresh run
-    found = find_checkpoint(Path(resume))
-    if found is None:
-        raise CheckpointError(f"checkpoint.resume: {resume}: no checkpoint there (no 'latest' file or COMPLETE marker)")
-    return found
+def _format_eval(metrics: dict[str, float]) -> str:
+    return " | ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in metrics.items() if "pass@" in k or "mean@" in k or k == "eval/reward")
 
 
 def _read_json(path: str | None) -> dict | None:
@@ -301,17 +353,6 @@ def _read_json(path: str | None) -> dict | None:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"deepspeed.config_file: {path}: cannot read JSON ({exc})") from None
-
-
-def export_policy(engine, tokenizer, out_dir: Path, *, zero_stage: int, is_main: bool, enabled: bool) -> None:
-    """Write the policy as an HF directory (`from_pretrained`-loadable). Under ZeRO-3 the shards are gathered first."""
-    if not enabled:
-        return
-    state_dict = engine._zero3_consolidated_16bit_state_dict() if zero_stage == 3 else None
-    if is_main:
-        engine.module.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
-    barrier()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,22 +52,25 @@ def generate_rollouts(
     device: torch.device,
     add_special_tokens: bool = False,
     synced_gpus: bool = False,
+    do_sample: bool = True,
 ) -> RolloutBatch:
     """Sample `num_generations` completions for each of the B prompts (group-major rows, N = B*G).
 
-    add_special_tokens: False for chat-template prompts (the template already wrote BOS), True for plain text."""
+    add_special_tokens: False for chat-template prompts (the template already wrote BOS), True for plain text.
+    do_sample: False decodes greedily (evaluation); the sampling arguments are then ignored."""
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens, padding_side="left")
     prompt_ids = encoded["input_ids"].to(device).repeat_interleave(num_generations, dim=0)  # [N, P]
     prompt_mask = encoded["attention_mask"].to(device).repeat_interleave(num_generations, dim=0)  # [N, P]
     was_training = model.training
     model.eval()
+    # Greedy: sampling arguments set to None so a checkpoint's own generation_config (e.g. temperature 0.7) neither
+    # applies nor triggers transformers' "flag only used in sample mode" warning.
+    sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else None) if do_sample else dict(temperature=None, top_p=None, top_k=None)
     output = model.generate(
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
-        do_sample=True,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k if top_k > 0 else None,
+        do_sample=do_sample,
+        **sampling,
         max_new_tokens=max_completion_length,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -103,8 +103,9 @@ class RunTracker:
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
 
-    def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
-        """samples: dicts with prompt, completion, reward and per-reward scores."""
+    def log_samples(self, step: int, samples: list[dict[str, Any]], table: str = "samples") -> None:
+        """samples: dicts with the same keys (prompt, completion, reward, per-reward scores); `table` names the W&B
+        table (training and evaluation samples have different columns, so they go to different tables)."""
         if not self.enabled or not samples:
             return
         for sample in samples:
@@ -113,8 +114,8 @@ class RunTracker:
             import wandb
 
             columns = ["step", *samples[0].keys()]
-            table = wandb.Table(columns=columns, data=[[step, *(str(v) if isinstance(v, (list, dict)) else v for v in s.values())] for s in samples])
-            self._wandb.log({"samples": table}, step=step)
+            wandb_table = wandb.Table(columns=columns, data=[[step, *(str(v) if isinstance(v, (list, dict)) else v for v in s.values())] for s in samples])
+            self._wandb.log({table: wandb_table}, step=step)
 
     def close(self) -> None:
         if not self.enabled:

@@ -99,6 +99,9 @@ def test_beta_and_iterations_cli(tmp_path):
         (["model.tiny=null", "model.name_or_path=/nonexistent/model"], "/nonexistent/model"),
         (["data.source=/nonexistent/data.jsonl"], "/nonexistent/data.jsonl"),
         (["rewards.functions=[{name: no_such_reward}]"], "no_such_reward"),
+        (["data.answer_column=solution"], "solution"),
+        (["data.max_prompt_length=40"], "longer than data.max_prompt_length=40 tokens (row 0:"),
+        (["checkpoint.resume=/nonexistent/ckpt"], "no checkpoint there"),
     ],
 )
 def test_bad_input_exits_with_one_clear_line(tmp_path, overrides, message):
@@ -108,3 +111,17 @@ def test_bad_input_exits_with_one_clear_line(tmp_path, overrides, message):
     assert errors and message in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir()), "nothing is written when the input is bad"
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [({"RANK": "0", "WORLD_SIZE": "two", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}, "WORLD_SIZE='two' is not an integer"),
+     ({"RANK": "3", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}, "RANK=3 is outside"),
+     ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR is not set")],
+)
+def test_bad_launcher_environment(tmp_path, env, message):
+    command = [sys.executable, "-m", "train", "--config", str(QUICKSTART), f"output_dir={tmp_path}"]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    result = subprocess.run(command, cwd=REPO, env={**full_env, **env}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())

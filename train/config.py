@@ -104,7 +104,10 @@ class DataConfig(_Section):
     prefill_think: bool = True
     """End the r1_zero prompt with `<think>` so the model starts reasoning at once (as TinyZero does)."""
     max_prompt_length: int = Field(256, gt=0)
-    """Prompts longer than this many tokens are dropped at load time (the count is printed)."""
+    """Longest prompt in tokens (after the template)."""
+    on_long_prompt: Literal["error", "drop"] = "error"
+    """A prompt over max_prompt_length stops the run before it starts (error, naming the row), or is dropped and
+    counted (drop)."""
 
 
 class RolloutConfig(_Section):

@@ -96,6 +96,14 @@ def load_prompts(data: DataConfig, tokenizer, *, source: str, split: str, limit:
         for q in dataset["prompt"]
     ]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=data.template != "chat")["input_ids"]]
+    too_long = [i for i, n in enumerate(lengths) if n > data.max_prompt_length]
+    if too_long and data.on_long_prompt == "error":
+        first = too_long[0]
+        raise ConfigError(
+            f"{key}: {source}: {len(too_long)} of {len(lengths)} prompts are longer than data.max_prompt_length="
+            f"{data.max_prompt_length} tokens (row {first}: {lengths[first]} tokens); raise the limit or set "
+            f"data.on_long_prompt=drop"
+        )
     keep = [i for i, n in enumerate(lengths) if n <= data.max_prompt_length]
     dataset = dataset.add_column("text", texts).select(keep)
     if len(dataset) < min_prompts:
@@ -253,6 +261,7 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
         "completion_length/min": lengths.min().item(),
         "completion_length/max": lengths.max().item(),
         "truncated_fraction": all_gather_tensor(rollout.truncated).float().mean().item(),
+        "empty_completion_fraction": all_gather_tensor(torch.tensor([not t.strip() for t in rollout.completion_texts])).float().mean().item(),
         **{f"rewards/{name}": values.mean().item() for name, values in per_reward.items()},
         **{f"reward_failures/{name}": failures[i].item() for i, name in enumerate(run.reward_names)},
         **update,

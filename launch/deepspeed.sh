@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Launch thinkrl with the deepspeed launcher (it appends --local_rank, which thinkrl accepts).
-#   NPROC=2 launch/deepspeed.sh configs/quickstart.yaml deepspeed.zero_stage=3
-#   HOSTFILE=launch/hostfile.example launch/deepspeed.sh configs/X.yaml       # several nodes over ssh (pdsh)
+#   NPROC=2 launch/deepspeed.sh configs/quickstart.yaml deepspeed.zero_stage=3      # one node, 2 ranks
+#   HOSTFILE=launch/hostfile.example launch/deepspeed.sh configs/X.yaml             # the nodes and slots of a hostfile
+# NPROC defaults to the number of visible GPUs (1 on a CPU-only machine, where the ranks are CPU processes and thinkrl
+# uses gloo). With a HOSTFILE the launcher starts ranks on every node over passwordless ssh (pdsh); it forwards only
+# NCCL_*/PYTHON* variables and those listed in ./.deepspeed_env or ~/.deepspeed_env. MASTER_ADDR defaults to the first
+# host of the hostfile. Extra arguments are key.sub=value overrides.
 set -euo pipefail
 CONFIG=${1:?usage: launch/deepspeed.sh CONFIG [key.sub=value ...]}
 shift
-NPROC=${NPROC:-$(python -c "import torch; print(max(torch.cuda.device_count(), 1))")}
+MASTER_PORT=${MASTER_PORT:-29500}
 if [ -n "${HOSTFILE:-}" ]; then
-  exec deepspeed --hostfile "$HOSTFILE" --master_port "${MASTER_PORT:-29500}" --module train --config "$CONFIG" "$@"
+  exec deepspeed --hostfile "$HOSTFILE" ${MASTER_ADDR:+--master_addr "$MASTER_ADDR"} --master_port "$MASTER_PORT" \
+    --module train --config "$CONFIG" "$@"
 fi
-exec deepspeed --num_gpus "$NPROC" --master_port "${MASTER_PORT:-29500}" --module train --config "$CONFIG" "$@"
+NPROC=${NPROC:-$(python -c "import torch; print(max(torch.cuda.device_count(), 1))")}
+# Like torchrun: one OpenMP thread per rank unless set, so CPU ranks do not oversubscribe the cores.
+if [ "$NPROC" -gt 1 ]; then export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}; fi
+exec deepspeed --num_gpus "$NPROC" --master_port "$MASTER_PORT" --module train --config "$CONFIG" "$@"

@@ -102,6 +102,9 @@ def test_beta_and_iterations_cli(tmp_path):
         (["data.answer_column=solution"], "solution"),
         (["data.max_prompt_length=40"], "longer than data.max_prompt_length=40 tokens (row 0:"),
         (["checkpoint.resume=/nonexistent/ckpt"], "no checkpoint there"),
+        pytest.param(["model.dtype=float16"], "model.dtype: float16 needs a GPU",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 works on GPU")),
+        (["deepspeed.config_file=configs/deepspeed/zero3.json"], "sets zero_optimization.stage=3"),
     ],
 )
 def test_bad_input_exits_with_one_clear_line(tmp_path, overrides, message):

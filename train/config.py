@@ -125,7 +125,7 @@ class RolloutConfig(_Section):
     """Top-k sampling; 0 disables it."""
     gather_zero3_params: bool = True
     """Under ZeRO-3, gather the full weights once per rollout instead of once per generated token (needs memory for one
-    full copy of the model per rank). With false, ranks generate in lock-step (synced_gpus)."""
+    full copy of the model per rank). Either way, ranks generate in lock-step (synced_gpus) under ZeRO-3."""
 
 
 class GRPOConfig(_Section):

@@ -7,6 +7,7 @@ Every launcher exports RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_POR
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from dataclasses import dataclass
@@ -101,5 +102,13 @@ def barrier() -> None:
 
 
 def destroy() -> None:
+    """Tear the process group down, collecting garbage first.
+
+    Without the collect, ~1 in 4 two-rank ZeRO-3 CPU-offload runs on CPU/gloo had a rank die at exit with "terminate
+    called without an active exception" (SIGABRT) after training finished, and torchrun then killed the other ranks in
+    the middle of their last writes; with it, none in 12. Likely mechanism: DeepSpeed engines live in reference cycles
+    (hooks that close over the engine) and hold process-group handles, so without a collect their gloo threads are
+    only torn down during interpreter shutdown, in no particular order."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

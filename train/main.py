@@ -14,7 +14,8 @@ Launch (from the repo root):
     python -m train --config configs/quickstart.yaml [key.sub=value ...]
     torchrun --nproc_per_node 2 -m train --config configs/quickstart.yaml deepspeed.zero_stage=2
     deepspeed --num_gpus 2 --module train --config configs/X.yaml
-    accelerate launch --num_processes 2 -m train --config configs/X.yaml
+    accelerate launch --config_file launch/accelerate.yaml --num_processes 2 -m train --config configs/X.yaml
+    sbatch --nodes 2 launch/slurm.sbatch configs/X.yaml
 """
 
 from __future__ import annotations
@@ -153,6 +154,13 @@ class Run:
 def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
     """Validate what can only be checked at run time, build model, data, rewards and engine, resume if asked."""
     rank, world = dist_info.rank, dist_info.world_size
+    if cfg.model.dtype == "float16" and dist_info.device.type == "cpu":
+        raise ConfigError("model.dtype: float16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use float32 or bfloat16 on CPU")
+    ds_overrides = _read_json(cfg.deepspeed.config_file)
+    file_stage = (ds_overrides or {}).get("zero_optimization", {}).get("stage", cfg.deepspeed.zero_stage)
+    if file_stage != cfg.deepspeed.zero_stage:
+        raise ConfigError(f"deepspeed.config_file: {cfg.deepspeed.config_file} sets zero_optimization.stage={file_stage} but "
+                          f"deepspeed.zero_stage={cfg.deepspeed.zero_stage}; set deepspeed.zero_stage={file_stage} too")
     if cfg.rollout.prompts_per_step % world:
         raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be divisible by the world size {world}")
     prompts_per_rank = cfg.rollout.prompts_per_step // world
@@ -178,7 +186,7 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
         zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=cfg.optim.micro_batch_size,
         grad_accum_steps=completions_per_rank // cfg.optim.micro_batch_size, world_size=world,
         max_grad_norm=cfg.optim.max_grad_norm, dtype=cfg.model.dtype, offload_optimizer=cfg.deepspeed.offload_optimizer,
-        offload_param=cfg.deepspeed.offload_param, overrides=_read_json(cfg.deepspeed.config_file),
+        offload_param=cfg.deepspeed.offload_param, overrides=ds_overrides,
     )
     engine = build_engine(
         model, ds_config, lr=cfg.optim.lr, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps,
@@ -218,7 +226,7 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
             policy, run.tokenizer, rows["text"], num_generations=G, max_completion_length=cfg.rollout.max_completion_length,
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, device=dist_info.device,
             add_special_tokens=cfg.data.template != "chat",
-            synced_gpus=cfg.deepspeed.zero_stage == 3 and not cfg.rollout.gather_zero3_params and dist_info.world_size > 1,
+            synced_gpus=cfg.deepspeed.zero_stage == 3 and dist_info.world_size > 1,  # see train/rollout.py::generation_model
         )
     t_rollout = time.perf_counter()
     columns = {name: [v for v in values for _ in range(G)] for name, values in rows.items() if name != "text"}
@@ -288,7 +296,7 @@ def held_out_eval(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict
             top_k=cfg.rollout.top_k, batch_size=cfg.eval.batch_size, device=dist_info.device,
             add_special_tokens=cfg.data.template != "chat", seed=cfg.seed + dist_info.rank, num_samples=cfg.log.num_samples,
             show_progress=dist_info.is_main,
-            synced_gpus=cfg.deepspeed.zero_stage == 3 and not cfg.rollout.gather_zero3_params and dist_info.world_size > 1,
+            synced_gpus=cfg.deepspeed.zero_stage == 3 and dist_info.world_size > 1,  # see train/rollout.py::generation_model
         )
     keys = sorted(result.sums)
     totals = all_reduce_sum(torch.tensor([result.sums[k] for k in keys] + [result.num_prompts], dtype=torch.float64)).tolist()

@@ -255,9 +255,8 @@ def _check_model_dir(path: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Load config, model, data and rewards as the trainer does, evaluate, print a table; returns the JSON record."""
-    from rewards import RewardCombiner, RewardSpec
-    from train.config import ConfigError, load_config
-    from train.main import load_prompts
+    from train.config import load_config
+    from train.main import build_rewards, load_prompts
     from train.model import load_pretrained
 
     _check_model_dir(args.model)  # before any heavy loading: a typo fails at once
@@ -265,14 +264,7 @@ def run(args: argparse.Namespace) -> dict:
     overrides += [f"data.split={args.split}"] if args.split is not None else []
     overrides += [f"data.limit={args.limit}"] if args.limit is not None else []
     cfg = load_config(args.config, overrides)
-    specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
-    correct_reward = cfg.rewards.accuracy_reward or specs[0].name
-    if correct_reward not in {s.name for s in specs}:
-        raise ConfigError(f"rewards.accuracy_reward: {correct_reward!r} is not one of rewards.functions {[s.name for s in specs]}")
-    try:
-        combiner = RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error)
-    except ValueError as exc:
-        raise ConfigError(f"rewards.functions: {exc}") from None
+    combiner, _, correct_reward = build_rewards(cfg)
     model, tokenizer = load_pretrained(args.model, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
                                        trust_remote_code=cfg.model.trust_remote_code)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")

@@ -133,6 +133,20 @@ def load_train_and_eval(cfg: TrainConfig, tokenizer, rank: int, world: int):
     return train_set, dropped, eval_rows
 
 
+def build_rewards(cfg: TrainConfig) -> tuple[RewardCombiner, list[str], str]:
+    """(combiner, reward names, the reward that defines accuracy); unknown names or options are a ConfigError."""
+    specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
+    try:
+        combiner = RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error)
+    except ValueError as exc:
+        raise ConfigError(f"rewards.functions: {exc}") from None
+    names = [s.name for s in specs]
+    accuracy_reward = cfg.rewards.accuracy_reward or names[0]
+    if accuracy_reward not in names:
+        raise ConfigError(f"rewards.accuracy_reward: {accuracy_reward!r} is not one of rewards.functions {names}")
+    return combiner, names, accuracy_reward
+
+
 @dataclass
 class Run:
     """Everything the step loop touches, built once by `setup`."""
@@ -167,14 +181,7 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
     completions_per_rank = prompts_per_rank * cfg.rollout.num_generations
     if completions_per_rank % cfg.optim.micro_batch_size:
         raise ConfigError(f"optim.micro_batch_size={cfg.optim.micro_batch_size} must divide the {completions_per_rank} completions per rank")
-    specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
-    try:  # resolve reward names before anything heavy is built
-        combiner = RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error)
-    except ValueError as exc:
-        raise ConfigError(f"rewards.functions: {exc}") from None
-    accuracy_reward = cfg.rewards.accuracy_reward or specs[0].name
-    if accuracy_reward not in {s.name for s in specs}:
-        raise ConfigError(f"rewards.accuracy_reward: {accuracy_reward!r} is not one of rewards.functions {[s.name for s in specs]}")
+    combiner, reward_names, accuracy_reward = build_rewards(cfg)  # names resolved before anything heavy is built
     run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
     checkpoint_dir = resolve_resume(cfg.checkpoint.resume, run_dir)
 
@@ -212,7 +219,7 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
         resumed = f" | resumed from {checkpoint_dir} at step {start_step}" if checkpoint_dir is not None else ""
         print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
               f"world size {world} | ZeRO-{cfg.deepspeed.zero_stage}{resumed}", flush=True)
-    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, [s.name for s in specs], accuracy_reward, start_step, eval_rows)
+    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, reward_names, accuracy_reward, start_step, eval_rows)
 
 
 def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str, float], list[dict]]:

@@ -72,7 +72,8 @@ def test_hostile_programs_score_zero_fast(label):
 
 def test_tests_are_not_readable_from_the_working_directory():
     program = "import os\nfound = [n for n in os.listdir('.')]\ndef add(a, b):\n    return a + b if not found else 0\n"
-    assert code_exec.score(fenced(program), TESTS) == 1.0
+    # The time limit is not under test here: a generous one keeps a heavily loaded machine from failing it.
+    assert code_exec.score(fenced(program), TESTS, time_limit_s=30.0) == 1.0
 
 
 def test_partial_results_survive_a_hang():
@@ -85,6 +86,6 @@ def test_batch_and_options():
     out = code_exec.code_exec([fenced(ADD), fenced("def add(a, b):\n    return 3\n"), "x"], ["p"] * 3,
                               tests=[TESTS, TESTS, []], all_or_nothing=True)
     assert out == [1.0, 0.0, None]  # all-or-nothing; a row with no tests is not applicable
-    assert code_exec.score(fenced(ADD), "assert add(0, 0) == 0") == 1.0  # one string is one test
+    assert code_exec.score(fenced(ADD), "assert add(0, 0) == 0", time_limit_s=30.0) == 1.0  # one string is one test
     with pytest.raises(ValueError, match="tests"):
         code_exec.code_exec(["x"], ["p"])

@@ -1,8 +1,10 @@
-"""Chunked completion log-probs equal the naive full-logits computation, with and without grad."""
+"""Chunked completion log-probs equal the naive full-logits computation, with and without grad, with shared prompts and
+with the vocabulary-aware chunk cap."""
 
 import pytest
 import torch
 
+from train import logprobs as logprobs_module
 from train.logprobs import completion_logprobs, position_ids_from_mask
 
 from conftest import make_tiny_model
@@ -56,3 +58,84 @@ def test_left_padding_does_not_change_logprobs(tokenizer):
     assert pad > 0
     alone, _ = completion_logprobs(model, input_ids[1:, pad:], attention_mask[1:, pad:], 4, temperature=1.0, chunk_size=0)
     torch.testing.assert_close(batched[1, :2], alone[0, :2], atol=1e-5, rtol=1e-5)
+
+
+def _group_batch(tokenizer, group_size=3):
+    """Two prompts of different lengths (so different left padding), each repeated for a group of completions of
+    which some end early (EOS, then padding), as generate_rollouts lays them out."""
+    enc = tokenizer(["What is 2+2? <think>", "Hi"], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    prompt_ids, prompt_mask = enc.input_ids.repeat_interleave(group_size, 0), enc.attention_mask.repeat_interleave(group_size, 0)
+    generator = torch.Generator().manual_seed(0)
+    completion = torch.randint(0, 256, (2 * group_size, 5), generator=generator)
+    completion_mask = torch.ones_like(completion)
+    for row, length in [(1, 3), (4, 1)]:
+        completion[row, length - 1] = tokenizer.eos_token_id
+        completion[row, length:] = tokenizer.pad_token_id
+        completion_mask[row, length:] = 0
+    return torch.cat([prompt_ids, completion], 1), torch.cat([prompt_mask, completion_mask], 1), completion_mask
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prompt_forward_equals_naive_values_and_gradients(tokenizer, monkeypatch, attn):
+    """Rows with the same prompt run it once (KV cache indexed out to the group): the same log-probs and gradients
+    as one full forward per row, and the shared path is really taken (decoder called twice: the prompts, 2 rows, not
+    6; then the completions)."""
+    model = make_tiny_model(tokenizer)
+    model.config._attn_implementation = attn
+    input_ids, attention_mask, completion_mask = _group_batch(tokenizer)
+    expected = naive_logprobs(model, input_ids, attention_mask, 5, temperature=0.7)
+    (expected * completion_mask).sum().backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    batch_sizes = []
+    model.get_decoder().register_forward_pre_hook(lambda m, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    got, _ = completion_logprobs(model, input_ids, attention_mask, 5, temperature=0.7, chunk_size=4)
+    assert batch_sizes == [2, 6]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    (got * completion_mask).sum().backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_shared_prompt_forward_with_one_token_completions(tokenizer):
+    model = make_tiny_model(tokenizer)
+    input_ids, attention_mask, _ = _group_batch(tokenizer)
+    input_ids, attention_mask = input_ids[:, :-4], attention_mask[:, :-4]  # L = 1: only the prompt forward is needed
+    expected = naive_logprobs(model, input_ids, attention_mask, 1, temperature=1.0)
+    got, _ = completion_logprobs(model, input_ids, attention_mask, 1, temperature=1.0, chunk_size=0)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_takes_the_plain_forward(tokenizer):
+    """HF turns the KV cache off under activation checkpointing, so the shared path must not be used there."""
+    model = make_tiny_model(tokenizer)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    input_ids, attention_mask, _ = _group_batch(tokenizer)
+    batch_sizes = []
+    model.get_decoder().register_forward_pre_hook(lambda m, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    got, _ = completion_logprobs(model, input_ids, attention_mask, 5, temperature=1.0, chunk_size=0)
+    assert batch_sizes == [6]
+    torch.testing.assert_close(got, naive_logprobs(model, input_ids, attention_mask, 5, temperature=1.0), atol=1e-5, rtol=1e-5)
+
+
+def test_chunk_tokens_caps_the_logits_of_a_chunk(monkeypatch):
+    assert logprobs_module.chunk_tokens(1024, 263, 5000) == 1024  # small vocabulary: the configured chunk
+    assert logprobs_module.chunk_tokens(1024, 151_936, 5000) == 2**25 // 151_936 == 220  # Qwen: 220 x V <= 2**25
+    assert logprobs_module.chunk_tokens(0, 151_936, 5000) == 5000  # 0 = one chunk, as configured
+    assert logprobs_module.chunk_tokens(1024, 2**26, 5000) == 1  # never zero
+
+
+def test_vocabulary_cap_keeps_values_and_gradients(tokenizer, monkeypatch):
+    """A cap that forces 1-token chunks (V = 263 > 300 // 263 = 1) changes nothing but the chunking."""
+    model = make_tiny_model(tokenizer)
+    input_ids, attention_mask = _batch(tokenizer)
+    naive_logprobs(model, input_ids, attention_mask, 4, 0.7).sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    monkeypatch.setattr(logprobs_module, "MAX_CHUNK_LOGITS", 300)
+    got, _ = completion_logprobs(model, input_ids, attention_mask, 4, temperature=0.7, chunk_size=1024)
+    torch.testing.assert_close(got, naive_logprobs(model, input_ids, attention_mask, 4, 0.7), atol=1e-5, rtol=1e-5)
+    got.sum().backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)

@@ -1,7 +1,9 @@
 """Sampling groups: shapes, group-major layout, EOS handling, masks, truncation flags."""
 
+import pytest
 import torch
 
+from train import rollout
 from train.rollout import _completion_mask, generate_rollouts
 
 from conftest import make_tiny_model
@@ -51,3 +53,97 @@ def test_generation_samples_differ_within_group(tokenizer):
         device=torch.device("cpu"),
     )
     assert len(set(batch.completion_texts)) > 1
+
+
+# The lean sampler (train/rollout.py::_sample_with_cache) against HF `generate`, the path it replaces. Prompts of
+# different lengths (so left padding matters) and an LM-head hook that makes EOS win at data-dependent steps, so rows
+# stop at different lengths and the "finished rows get pad" and "stop when all are done" rules are exercised.
+PROMPTS = ["What is 12+30? <think>", "Hi", "A longer prompt, with more words in it than the others <think>"]
+
+
+def _eos_model(tokenizer, *, every: int):
+    """Tiny model whose EOS logit becomes the largest wherever the otherwise-best token id is divisible by `every`."""
+    model = make_tiny_model(tokenizer)
+    eos = tokenizer.eos_token_id
+
+    def boost_eos(module, args, logits):
+        best = logits.max(dim=-1)
+        logits = logits.clone()
+        logits[..., eos] = torch.where(best.indices % every == 0, best.values + 1.0, logits[..., eos])
+        return logits
+
+    model.get_output_embeddings().register_forward_hook(boost_eos)
+    return model
+
+
+def _rollouts(model, tokenizer, seed: int, **kwargs):
+    torch.manual_seed(seed)
+    return generate_rollouts(model, tokenizer, PROMPTS, num_generations=3, max_completion_length=20, device=torch.device("cpu"), **kwargs)
+
+
+def _assert_same_batch(a, b):
+    assert torch.equal(a.input_ids, b.input_ids)
+    assert torch.equal(a.attention_mask, b.attention_mask)
+    assert torch.equal(a.completion_mask, b.completion_mask)
+    assert torch.equal(a.truncated, b.truncated)
+    assert a.prompt_length == b.prompt_length and a.completion_texts == b.completion_texts
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_lean_greedy_equals_hf_generate(tokenizer, monkeypatch, attn):
+    model = _eos_model(tokenizer, every=3)
+    model.config._attn_implementation = attn
+    lean = _rollouts(model, tokenizer, 0, do_sample=False, temperature=1.0, top_p=1.0, top_k=0)
+    monkeypatch.setattr(rollout, "_uses_hf_generate", lambda *args: True)
+    hf = _rollouts(model, tokenizer, 0, do_sample=False, temperature=1.0, top_p=1.0, top_k=0)
+    _assert_same_batch(lean, hf)
+    lengths = lean.completion_lengths.tolist()
+    assert len(set(lengths)) > 1 and not lean.truncated.all()  # rows did stop at different steps
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=1.0, top_p=1.0, top_k=0), dict(temperature=0.7, top_p=0.9, top_k=20)])
+def test_lean_sampling_draws_what_hf_generate_draws(tokenizer, monkeypatch, sampling):
+    """Same warpers, same order, same multinomial call: with the same seed the very same tokens come out, which is
+    the strongest form of 'same distribution'."""
+    model = _eos_model(tokenizer, every=7)
+    lean = _rollouts(model, tokenizer, 3, **sampling)
+    monkeypatch.setattr(rollout, "_uses_hf_generate", lambda *args: True)
+    hf = _rollouts(model, tokenizer, 3, **sampling)
+    _assert_same_batch(lean, hf)
+    assert len(set(lean.completion_texts)) > 1
+
+
+def test_warp_logits_top_k_and_top_p():
+    scores = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.1]]))
+    # top_k=2 keeps the two best; top_p=0.7 keeps the smallest set with mass >= 0.7: {0.5, 0.25}.
+    assert torch.isinf(rollout._warp_logits(scores, temperature=1.0, top_k=2, top_p=1.0)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(rollout._warp_logits(scores, temperature=1.0, top_k=0, top_p=0.7)).tolist() == [[False, False, True, True]]
+    # temperature 0.5 divides the scores by 0.5 and removes nothing.
+    warped = rollout._warp_logits(scores, temperature=0.5, top_k=0, top_p=1.0)
+    torch.testing.assert_close(warped, scores * 2)
+
+
+def test_generation_config_processors_and_synced_gpus_use_hf_generate(tokenizer, monkeypatch):
+    """A checkpoint whose generation_config adds a logits processor (an instruct model's repetition_penalty) keeps
+    being sampled by `generate`, which applies it; so does lock-step ZeRO-3 decoding."""
+    model = make_tiny_model(tokenizer)
+    assert not rollout._uses_hf_generate(model, synced_gpus=False)
+    assert rollout._uses_hf_generate(model, synced_gpus=True)
+    model.generation_config.repetition_penalty = 1.3
+    assert rollout._uses_hf_generate(model, synced_gpus=False)
+    via_default = _rollouts(model, tokenizer, 5, do_sample=False, temperature=1.0, top_p=1.0, top_k=0)
+    monkeypatch.setattr(rollout, "_sample_with_cache", None)  # would raise if called
+    torch.manual_seed(5)
+    via_generate = _rollouts(model, tokenizer, 5, do_sample=False, temperature=1.0, top_p=1.0, top_k=0)
+    _assert_same_batch(via_default, via_generate)
+
+
+def test_neutral_generation_config_values_keep_the_lean_sampler(tokenizer):
+    """Checkpoints often spell out inactive settings (repetition_penalty 1.0, num_beams 1): no reason to fall back."""
+    model = make_tiny_model(tokenizer)
+    model.generation_config.repetition_penalty = 1.0
+    model.generation_config.num_beams = 1
+    model.generation_config.no_repeat_ngram_size = 0
+    assert not rollout._uses_hf_generate(model, synced_gpus=False)
+    model.generation_config.no_repeat_ngram_size = 3
+    assert rollout._uses_hf_generate(model, synced_gpus=False)

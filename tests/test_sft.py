@@ -156,3 +156,59 @@ def test_sft_stage_lowers_the_loss_and_returns_a_clean_trained_module(tokenizer,
     with torch.no_grad():
         loss = sft_loss(label_logprobs(trained, batch, chunk_size=0), num_tokens=batch.completion_mask[:, 1:].sum().item())
     assert loss.item() < losses[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two ranks under torchrun (ZeRO-2): the same global batches give the same losses and weights as one process.
+
+TWO_RANK_STEPS = 3
+
+
+def _two_rank_case(world_size: int, rank: int, zero_stage: int):
+    """Shared by both sides: the same rows, seed and global batch (8 rows per step) whatever the world size."""
+    from train.model import build_byte_tokenizer
+
+    tokenizer = build_byte_tokenizer()
+    model = make_tiny_model(tokenizer, seed=0)
+    rows = add_traces(make_arithmetic(48, 0, min_digits=1, max_digits=2, ops=("+", "-")), "arithmetic")
+    return sft_stage(
+        model, tokenizer, rows, **TEMPLATE, max_length=128, packing=False, max_steps=TWO_RANK_STEPS, epochs=1.0,
+        batch_size=8, micro_batch_size=2, lr=3e-3, weight_decay=0.0, betas=(0.9, 0.99), eps=1e-8, warmup_steps=0,
+        lr_scheduler="constant", max_grad_norm=0.5, seed=0, zero_stage=zero_stage, dtype="float32",
+        world_size=world_size, rank=rank, show_progress=False,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_ranks_zero2_match_one_process(tmp_path, dist_single):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(DS_ACCELERATOR="cpu", GLOO_SOCKET_IFNAME="lo", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               PYTHONPATH=f"{repo}{os.pathsep}{repo / 'tests'}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, str(tmp_path)]
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    one_model, one_result = _two_rank_case(world_size=1, rank=0, zero_stage=0)
+    for rank in (0, 1):
+        saved = torch.load(tmp_path / f"rank{rank}.pt")
+        assert saved["losses"] == pytest.approx([m["loss"] for m in one_result.history], rel=1e-5)
+        assert saved["num_tokens"] == [m["num_tokens"] for m in one_result.history]
+        for name, weight in one_model.state_dict().items():  # every rank holds the full trained weights
+            torch.testing.assert_close(saved["weights"][name], weight, atol=1e-5, rtol=1e-4)
+
+
+if __name__ == "__main__":  # the torchrun worker of test_two_ranks_zero2_match_one_process
+    import sys
+
+    from train.distributed import init_distributed
+
+    info = init_distributed()
+    trained, result = _two_rank_case(world_size=info.world_size, rank=info.rank, zero_stage=2)
+    torch.save({"losses": [m["loss"] for m in result.history], "num_tokens": [m["num_tokens"] for m in result.history],
+                "weights": trained.state_dict()}, f"{sys.argv[1]}/rank{info.rank}.pt")

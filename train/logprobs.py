@@ -1,16 +1,36 @@
 """Log-probabilities of completion tokens without materialising an [N, L, V] float32 logits tensor.
 
-The decoder runs once to give hidden states [N, P+L, H]; the LM head is then applied to chunks of `chunk_size`
-completion tokens, each chunk's log-softmax taken in float32 and reduced to one number per token. Under autograd each
-chunk is wrapped in activation checkpointing, so its [chunk, V] logits are freed after the forward and recomputed in
-the backward: peak extra memory is one chunk's logits, whatever V is (Liger-Kernel's fused linear cross-entropy and
-TRL's `selective_log_softmax` make the same trade).
+The decoder gives the hidden states that predict the L completion tokens; the LM head is then applied to chunks of
+`chunk_size` completion tokens (fewer for large vocabularies: a chunk's logits hold at most MAX_CHUNK_LOGITS
+elements), each chunk's log-softmax taken in float32 and reduced to one number per token. Under autograd each chunk is
+wrapped in activation checkpointing, so its [chunk, V] logits are freed after the forward and recomputed in the
+backward: peak extra memory is a few of one chunk's logits, the same whatever V is (Liger-Kernel's fused linear
+cross-entropy and TRL's fused LM head make the same trade).
+
+Shared prompts. The G completions of a group share their prompt, and in GRPO the prompt is most of the sequence (an
+R1-style prompt of a few hundred tokens, completions often shorter). Run as one [N, P+L] forward, every prompt goes
+through the decoder G times with identical results. Instead each distinct prompt runs once with a KV cache, the cache
+is indexed out to its G rows, and only the completion tokens run per row, attending to it. Causal attention makes this
+the same computation: a prompt token never attends to a completion, so its hidden states and keys/values are the
+same either way, and autograd sums the G rows' gradients into the one prompt forward (tests/test_logprobs.py checks
+values and gradients against the plain forward). Rows with a prompt of their own, gradient checkpointing (which turns
+HF's cache off), ZeRO-3 sharded parameters (where each forward is a collective that all ranks must make alike) and
+caches with sliding-window layers take the plain single forward.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch.utils.checkpoint import checkpoint
+
+
+# One chunk's logits hold at most this many float32 elements (128 MiB), whatever the vocabulary: the chunk's token
+# count is lowered for large V, so the extra memory of the log-probs stays flat as V grows instead of growing with it
+# (1024 tokens x Qwen's 151,936 would be 594 MiB per [C, V] temporary, and a chunk's forward + backward holds several;
+# benchmarks/results_logprob_memory.md). 2**25 leaves a 32k vocabulary at 1024 tokens per chunk.
+MAX_CHUNK_LOGITS = 2**25
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -19,15 +39,89 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
+def _plain_cache(hf_model):
+    """An empty DynamicCache whose layers all keep every position, or None (old transformers, sliding windows)."""
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=hf_model.config)
+        from transformers.cache_utils import DynamicLayer
+    except (TypeError, ImportError):  # transformers before 4.56
+        return None
+    return cache if all(type(layer) is DynamicLayer for layer in cache.layers) else None
+
+
+def _checkpointing(hf_model) -> bool:
+    """Whether activation checkpointing is on (transformers 5 renamed is_gradient_checkpointing)."""
+    name = "is_activation_checkpointing" if hasattr(type(hf_model), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(hf_model, name, False))
+
+
+def _zero3_partitioned(hf_model) -> bool:
+    """Whether DeepSpeed ZeRO-3 shards the parameters. Every decoder forward then all-gathers them, a collective, so
+    all ranks must make the same number of forwards; whether prompts are shared, and whether L = 1, differ per rank."""
+    first = next(hf_model.parameters(), None)
+    return first is not None and hasattr(first, "ds_id")
+
+
+def _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width: int) -> torch.Tensor | None:
+    """Hidden states [N, L, H] that predict the L completion tokens, with each distinct prompt run once (module
+    docstring); None where the plain forward is to be used instead."""
+    prompt_width = input_ids.shape[1] - width
+    if prompt_width < 1 or _checkpointing(hf_model) or _zero3_partitioned(hf_model):
+        return None
+    prompt_ids, prompt_mask = input_ids[:, :prompt_width], attention_mask[:, :prompt_width]
+    _, group = torch.unique(torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1), dim=0, return_inverse=True)
+    num_prompts = int(group.max()) + 1
+    if num_prompts == input_ids.shape[0]:
+        return None  # nothing shared
+    cache_kwarg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    cache = _plain_cache(hf_model)
+    if cache is None:
+        return None
+    rows = torch.arange(group.numel(), device=group.device)
+    first_row = torch.full((num_prompts,), group.numel(), device=group.device).scatter_reduce(0, group, rows, "amin")  # [U]
+    positions = position_ids_from_mask(attention_mask)  # [N, P+L]
+    prompt_hidden = decoder(
+        input_ids=prompt_ids[first_row], attention_mask=prompt_mask[first_row], position_ids=positions[first_row, :prompt_width],
+        use_cache=True, **{cache_kwarg: cache},
+    ).last_hidden_state  # [U, P, H]
+    last_prompt_hidden = prompt_hidden[group, -1:]  # [N, 1, H]: predicts the first completion token
+    if width == 1:
+        return last_prompt_hidden
+    cache.batch_select_indices(group)  # [U, ...] -> [N, ...], differentiable indexing: gradients add up per prompt
+    # Completion tokens 0 .. L-2 predict tokens 1 .. L-1 (the last token predicts nothing we score).
+    completion_hidden = decoder(
+        input_ids=input_ids[:, prompt_width:-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, prompt_width:-1],
+        use_cache=True, **{cache_kwarg: cache},
+    ).last_hidden_state  # [N, L-1, H]
+    return torch.cat([last_prompt_hidden, completion_hidden], dim=1)
+
+
 def _chunk_logprobs(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float):
-    """hidden [C, H], targets [C] -> (logprobs [C], entropy [C]) in float32."""
-    logits = lm_head(hidden).float() / temperature  # [C, V]
+    """hidden [C, H], targets [C] -> (logprobs [C], entropy [C]) in float32. Each [C, V] temporary counts against
+    MAX_CHUNK_LOGITS, so the in-place ops below are deliberate (the linear's backward needs its input, not its output)."""
+    logits = lm_head(hidden).float()  # [C, V]
+    if temperature != 1.0:
+        logits = logits.div_(temperature)
     log_norm = torch.logsumexp(logits, dim=-1)  # [C]
     logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
     with torch.no_grad():
         probs = torch.softmax(logits, dim=-1)
-        entropy = log_norm - (probs * logits).sum(dim=-1)
+        entropy = log_norm - probs.mul_(logits).sum(dim=-1)
     return logprobs, entropy
+
+
+def chunk_tokens(chunk_size: int, vocab_size: int, num_tokens: int) -> int:
+    """Tokens per LM-head chunk: `chunk_size` (0 = all `num_tokens` in one chunk), lowered so that one chunk's
+    [C, V] logits hold at most MAX_CHUNK_LOGITS elements.
+
+    >>> chunk_tokens(1024, 263, 5000), chunk_tokens(1024, 151_936, 5000), chunk_tokens(0, 151_936, 5000)
+    (1024, 220, 5000)
+    """
+    if chunk_size <= 0:
+        return num_tokens
+    return max(1, min(chunk_size, MAX_CHUNK_LOGITS // vocab_size))
 
 
 def completion_logprobs(
@@ -48,17 +142,21 @@ def completion_logprobs(
     hf_model = getattr(model, "module", model)
     decoder = hf_model.get_decoder()
     lm_head = hf_model.get_output_embeddings()
-    hidden = decoder(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    ).last_hidden_state  # [N, P+L, H]
     num_rows, width = input_ids.shape[0], completion_length
-    # The hidden state at position t predicts token t+1: positions P-1 .. P+L-2 predict the L completion tokens.
-    hidden = hidden[:, -width - 1 : -1, :].reshape(num_rows * width, -1)  # [N*L, H]
+    hidden = _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width)
+    if hidden is None:
+        hidden = decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state  # [N, P+L, H]
+        # The hidden state at position t predicts token t+1: positions P-1 .. P+L-2 predict the L completion tokens.
+        hidden = hidden[:, -width - 1 : -1, :]
+    hidden = hidden.reshape(num_rows * width, -1)  # [N*L, H]
     targets = input_ids[:, -width:].reshape(-1)  # [N*L]
-    step = chunk_size if chunk_size > 0 else hidden.shape[0]
+    vocab_size = getattr(lm_head, "out_features", None) or hf_model.config.vocab_size  # ZeRO-3 empties .weight
+    step = chunk_tokens(chunk_size, vocab_size, hidden.shape[0])
     use_checkpoint = torch.is_grad_enabled() and hidden.shape[0] > step
     logprob_chunks, entropy_chunks = [], []
     for start in range(0, hidden.shape[0], step):

@@ -1,12 +1,38 @@
-"""Sampling G completions per prompt with HF `generate`, into a RolloutBatch with masks and truncation flags."""
+"""Sampling G completions per prompt into a RolloutBatch with masks and truncation flags.
+
+Two samplers give the same distribution (temperature, then top-k, then top-p, then a multinomial draw, as HF
+`generate` applies them; with the same seed they draw the same tokens, tests/test_rollout.py):
+
+- `_sample_with_cache`, the default: a lean decode loop over the model's forward with a KV cache. On CPU, HF
+  `generate` spends most of a tiny model's decode step in per-token Python (logits-processor and stopping-criteria
+  lists, model-kwargs bookkeeping, a `prepare_inputs_for_generation` pass); this loop does only the forward, the
+  warpers and the draw. Measured in benchmarks/results_grpo_vs_trl.md.
+- HF `generate`, kept for what the lean loop does not do: ZeRO-3 lock-step decoding (`synced_gpus`, where every rank
+  must keep calling forward until all are done) and checkpoints whose generation_config adds logits processors of
+  its own (e.g. an instruct model's `repetition_penalty`), which `generate` applies on top of our arguments.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 
 from train.batch import RolloutBatch
+
+# generation_config fields with which HF `generate` changes the sampling distribution beyond temperature/top-k/top-p
+# (which we always pass explicitly) or decodes differently (beams), each with the values that leave it inactive. A
+# checkpoint that sets any of them to another value is sampled by `generate` itself, so its behaviour does not change.
+_NEUTRAL_GENERATION_SETTINGS = {
+    "repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "sequence_bias": (None,), "min_length": (None, 0),
+    "min_new_tokens": (None, 0), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "suppress_tokens": (None, []),
+    "begin_suppress_tokens": (None, []), "exponential_decay_length_penalty": (None,), "remove_invalid_values": (None, False),
+    "renormalize_logits": (None, False), "guidance_scale": (None, 1.0), "watermarking_config": (None,), "min_p": (None, 0.0),
+    "typical_p": (None, 1.0), "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "top_h": (None,), "num_beams": (None, 1),
+    "penalty_alpha": (None,), "stop_strings": (None,), "prompt_lookup_num_tokens": (None,), "assistant_model": (None,),
+}
 
 
 @contextlib.contextmanager
@@ -38,6 +64,109 @@ def _completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> tuple[t
     return mask, ~has_eos
 
 
+def _uses_hf_generate(model, synced_gpus: bool) -> bool:
+    """True when only HF `generate` does what is asked: lock-step ZeRO-3 decoding, an encoder-decoder, or a
+    generation_config that adds logits processors of its own (see _NEUTRAL_GENERATION_SETTINGS)."""
+    if synced_gpus or getattr(model.config, "is_encoder_decoder", False):
+        return True
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is None:
+        return False
+    return any(getattr(generation_config, name, None) not in neutral for name, neutral in _NEUTRAL_GENERATION_SETTINGS.items())
+
+
+def _warp_logits(scores: torch.Tensor, *, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """scores [N, V] float32 -> [N, V] with filtered tokens at -inf: HF's TemperatureLogitsWarper, TopKLogitsWarper and
+    TopPLogitsWarper (min_tokens_to_keep=1), in the order `generate` applies them, op for op so that the same seed
+    draws the same tokens (transformers/generation/logits_process.py)."""
+    if temperature != 1.0:
+        scores = scores / temperature
+    if top_k > 0:
+        kth_best = torch.topk(scores, min(top_k, scores.shape[-1]))[0][..., -1, None]
+        scores = scores.masked_fill(scores < kth_best, -float("inf"))
+    if top_p < 1.0:
+        sorted_scores, sorted_indices = torch.sort(scores, descending=False)
+        remove = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+        remove[..., -1:] = False  # always keep the most likely token
+        scores = scores.masked_fill(remove.scatter(1, sorted_indices, remove), -float("inf"))
+    return scores
+
+
+def _forward_kwargs(model) -> tuple[str, bool]:
+    """(name of the KV-cache argument of model.forward, whether it takes logits_to_keep). transformers 5 renamed
+    `past_key_values` to `cache`; the project supports both."""
+    params = inspect.signature(model.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)  # sliding-window / hybrid layers as the config declares them
+    except TypeError:  # transformers before 4.56 take no config
+        return DynamicCache()
+
+
+@torch.no_grad()
+def _sample_with_cache(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    num_generations: int,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> torch.Tensor:
+    """prompt_ids, prompt_mask [B, P] (left-padded, one row per prompt) -> completion ids [B*G, L'] (group-major),
+    L' <= max_new_tokens.
+
+    What HF `generate` computes for the prompts repeated G times (same forward, warpers and draw; a row that has emitted
+    EOS gets `pad_token_id` from then on; stops when every row has emitted EOS), minus its per-token bookkeeping and
+    minus G-1 of the G identical prompt forwards: each prompt is run once and its KV cache repeated G times, since the G
+    completions of a group share it. Positions skip the left padding, as in `generate` and train/logprobs.py.
+    """
+    device = prompt_ids.device
+    cache_kwarg, takes_logits_to_keep = _forward_kwargs(model)
+    cache = _new_cache(model)
+    extra = {cache_kwarg: cache, **({"logits_to_keep": 1} if takes_logits_to_keep else {})}
+    positions = (prompt_mask.long().cumsum(dim=-1) - 1).clamp(min=0)  # [B, P]
+    logits = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, **extra).logits
+    cache.batch_repeat_interleave(num_generations)
+    prompt_mask, positions = prompt_mask.repeat_interleave(num_generations, dim=0), positions.repeat_interleave(num_generations, dim=0)
+    logits = logits.repeat_interleave(num_generations, dim=0)
+    num_rows, prompt_length = prompt_mask.shape
+    # One mask for the whole rollout; step t attends over its first P+t columns (new tokens are always attended).
+    attention_mask = torch.ones(num_rows, prompt_length + max_new_tokens, dtype=prompt_mask.dtype, device=device)
+    attention_mask[:, :prompt_length] = prompt_mask
+    tokens = torch.full((num_rows, max_new_tokens), pad_token_id, dtype=prompt_ids.dtype, device=device)  # [N, L]
+    unfinished = torch.ones(num_rows, dtype=torch.bool, device=device)
+    steps = 0
+    while True:
+        scores = logits[:, -1].float()  # [N, V]
+        if do_sample:
+            probs = torch.softmax(_warp_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
+            next_tokens = torch.multinomial(probs, num_samples=1).squeeze(1)
+        else:
+            next_tokens = scores.argmax(dim=-1)
+        next_tokens = torch.where(unfinished, next_tokens, pad_token_id)
+        tokens[:, steps] = next_tokens
+        unfinished &= next_tokens != eos_token_id
+        steps += 1
+        if steps == max_new_tokens or not unfinished.any():
+            return tokens[:, :steps]
+        positions = positions[:, -1:] + 1
+        logits = model(
+            input_ids=next_tokens.unsqueeze(1), attention_mask=attention_mask[:, : prompt_length + steps],
+            position_ids=positions, use_cache=True, **extra,
+        ).logits
+
+
 @torch.no_grad()
 def generate_rollouts(
     model,
@@ -59,29 +188,36 @@ def generate_rollouts(
     add_special_tokens: False for chat-template prompts (the template already wrote BOS), True for plain text.
     do_sample: False decodes greedily (evaluation); the sampling arguments are then ignored."""
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens, padding_side="left")
-    prompt_ids = encoded["input_ids"].to(device).repeat_interleave(num_generations, dim=0)  # [N, P]
-    prompt_mask = encoded["attention_mask"].to(device).repeat_interleave(num_generations, dim=0)  # [N, P]
+    unique_ids, unique_mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)  # [B, P]
+    prompt_ids = unique_ids.repeat_interleave(num_generations, dim=0)  # [N, P]
+    prompt_mask = unique_mask.repeat_interleave(num_generations, dim=0)  # [N, P]
     was_training = model.training
     model.eval()
-    # Greedy: sampling arguments set to None so a checkpoint's own generation_config (e.g. temperature 0.7) neither
-    # applies nor triggers transformers' "flag only used in sample mode" warning.
-    sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else None) if do_sample else dict(temperature=None, top_p=None, top_k=None)
-    output = model.generate(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        do_sample=do_sample,
-        **sampling,
-        max_new_tokens=max_completion_length,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        synced_gpus=synced_gpus,
-        use_cache=True,
-    )
+    if _uses_hf_generate(model, synced_gpus):
+        # Greedy: sampling arguments set to None so a checkpoint's own generation_config (e.g. temperature 0.7) neither
+        # applies nor triggers transformers' "flag only used in sample mode" warning.
+        sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else None) if do_sample else dict(temperature=None, top_p=None, top_k=None)
+        output = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            do_sample=do_sample,
+            **sampling,
+            max_new_tokens=max_completion_length,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            synced_gpus=synced_gpus,
+            use_cache=True,
+        )
+        completion_ids = output[:, prompt_ids.shape[1] :]  # [N, L'] with L' <= max_completion_length
+    else:
+        completion_ids = _sample_with_cache(
+            model, unique_ids, unique_mask, num_generations=num_generations, max_new_tokens=max_completion_length, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+        )
     model.train(was_training)
     prompt_length = prompt_ids.shape[1]
-    completion_ids = output[:, prompt_length:]  # [N, L'] with L' <= max_completion_length
     if completion_ids.shape[1] == 0:  # every row hit EOS immediately is impossible (EOS is kept), but guard anyway
-        completion_ids = torch.full((output.shape[0], 1), tokenizer.eos_token_id, device=device, dtype=output.dtype)
+        completion_ids = torch.full((prompt_ids.shape[0], 1), tokenizer.eos_token_id, device=device, dtype=prompt_ids.dtype)
     completion_mask, truncated = _completion_mask(completion_ids, tokenizer.eos_token_id)
     # Tokens after the first EOS are padding: set them to pad so recomputed log-probs never see sampled garbage.
     completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)

@@ -9,7 +9,8 @@
   the file names (``train.jsonl``, ``test.jsonl``; a folder of ``data-0.jsonl``, ``data-1.jsonl`` is all ``train``), or
   a folder with a dataset card ``README.md`` that declares its configs;
 * ``synthetic:<kind>`` with ``kind`` in :data:`SYNTHETIC_KINDS` and an optional query string
-  ``synthetic:countdown?n=2000&seed=1`` (defaults ``n=1000``, ``seed=0``). The query string keeps the whole source in
+  ``synthetic:countdown?n=2000&seed=1`` (defaults ``n=1000``, ``seed=0``), plus generator options such as
+  ``synthetic:arithmetic?max_digits=2&ops=add,sub`` (see :data:`_SYNTHETIC_OPTIONS`). The query string keeps the whole source in
   one config value, so the trainer needs no extra knobs for it;
 * otherwise a Hugging Face Hub name (``openai/gsm8k``; pass ``subset="main"`` for its config). This only works where
   the hub is reachable; on an air-gapped machine set ``HF_HUB_OFFLINE=1`` or ``datasets`` retries for ~25 s before the
@@ -26,6 +27,8 @@ import glob as globlib
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import datasets
@@ -127,20 +130,41 @@ def train_eval_split(
 # Loading
 
 
+# Generator options a synthetic source's query string may set, beyond n and seed, with how to read each value.
+# `ops` names arithmetic operators in words because a literal "+" in a query string decodes to a space.
+_OPERATOR_NAMES = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+_SYNTHETIC_OPTIONS: dict[str, dict[str, Callable[[str], Any]]] = {
+    "arithmetic": {
+        "min_digits": int, "max_digits": int,
+        "ops": lambda value: tuple(_OPERATOR_NAMES[name] if name in _OPERATOR_NAMES else _bad_op(name) for name in value.split(",")),
+    },
+    "countdown": {},
+    "gsm8k_style": {},
+}
+
+
+def _bad_op(name: str):
+    raise ValueError(f"unknown operator {name!r}; allowed: {', '.join(_OPERATOR_NAMES)} (comma-separated)")
+
+
 def _load_synthetic(source: str) -> datasets.Dataset:
+    """``synthetic:<kind>?n=N&seed=S&option=value``: n and seed for every kind, plus the generator's options in
+    :data:`_SYNTHETIC_OPTIONS` (``synthetic:arithmetic?n=2000&seed=0&max_digits=3&ops=add,sub``)."""
     spec = source[len(_SYNTHETIC_PREFIX) :]
     kind, _, query = spec.partition("?")
     if kind not in SYNTHETIC_KINDS:
         raise ValueError(f"unknown synthetic source {kind!r} in {source!r}; allowed: {', '.join(SYNTHETIC_KINDS)}")
-    params = {"n": 1000, "seed": 0}
+    readers: dict[str, Callable[[str], Any]] = {"n": int, "seed": int, **_SYNTHETIC_OPTIONS[kind]}
+    params: dict[str, Any] = {"n": 1000, "seed": 0}
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
-        if key not in params:
-            raise ValueError(f"unknown parameter {key!r} in {source!r}; allowed: {', '.join(params)}")
+        if key not in readers:
+            raise ValueError(f"unknown parameter {key!r} in {source!r}; allowed: {', '.join(readers)}")
         try:
-            params[key] = int(value)
-        except ValueError:
-            raise ValueError(f"parameter {key!r} in {source!r} must be an integer, got {value!r}") from None
-    return datasets.Dataset.from_list(make_synthetic(kind, params["n"], params["seed"]))
+            params[key] = readers[key](value)
+        except ValueError as exc:
+            raise ValueError(f"parameter {key!r} in {source!r}: cannot read {value!r} ({exc})") from None
+    n, seed = params.pop("n"), params.pop("seed")
+    return datasets.Dataset.from_list(make_synthetic(kind, n, seed, **params))
 
 
 def _load_table(source: str, *, split: str, data_format: str, subset: str | None) -> datasets.Dataset:

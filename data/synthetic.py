@@ -33,6 +33,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Countdown
@@ -304,13 +305,14 @@ SYNTHETIC_GENERATORS: dict[str, Callable[[int, int], list[dict]]] = {
 SYNTHETIC_KINDS = tuple(SYNTHETIC_GENERATORS)
 
 
-def make_synthetic(kind: str, n: int, seed: int) -> list[dict]:
-    """Rows from the generator named ``kind`` (one of :data:`SYNTHETIC_KINDS`) with its default settings."""
+def make_synthetic(kind: str, n: int, seed: int, **options: Any) -> list[dict]:
+    """Rows from the generator named ``kind`` (one of :data:`SYNTHETIC_KINDS`); ``options`` are its keyword
+    arguments (e.g. ``max_digits=2`` for arithmetic), its defaults otherwise."""
     if kind not in SYNTHETIC_GENERATORS:
         raise ValueError(f"unknown synthetic kind {kind!r}; allowed: {', '.join(SYNTHETIC_KINDS)}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    return SYNTHETIC_GENERATORS[kind](n, seed)
+    return SYNTHETIC_GENERATORS[kind](n, seed, **options)
 
 
 def exclude_questions(rows: list[dict], reference: Iterable[dict], *, key: str = "prompt") -> list[dict]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Launch thinkrl with the deepspeed launcher (it appends --local_rank, which thinkrl accepts).
-#   NPROC=2 launch/deepspeed.sh configs/quickstart.yaml deepspeed.zero_stage=3      # one node, 2 ranks
+#   NPROC=2 launch/deepspeed.sh configs/smoke.yaml deepspeed.zero_stage=3      # one node, 2 ranks
 #   HOSTFILE=launch/hostfile.example launch/deepspeed.sh configs/X.yaml             # the nodes and slots of a hostfile
 # NPROC defaults to the number of visible GPUs (1 on a CPU-only machine, where the ranks are CPU processes and thinkrl
 # uses gloo). With a HOSTFILE the launcher starts ranks on every node over passwordless ssh (pdsh); it forwards only

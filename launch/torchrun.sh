@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Launch thinkrl with torchrun on one node, or on several (run it on each with NNODES, NODE_RANK, MASTER_ADDR set).
-#   NPROC=2 launch/torchrun.sh configs/quickstart.yaml deepspeed.zero_stage=2
+#   NPROC=2 launch/torchrun.sh configs/smoke.yaml deepspeed.zero_stage=2
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=node-001 NPROC=8 launch/torchrun.sh configs/X.yaml    # on node-001
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=node-001 NPROC=8 launch/torchrun.sh configs/X.yaml    # on node-002
 # NPROC (ranks per node) defaults to the number of visible GPUs (1 on a CPU-only machine, where the ranks are CPU

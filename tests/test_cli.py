@@ -1,4 +1,4 @@
-"""End to end through the command line: `python -m train` on configs/quickstart.yaml, and bad input."""
+"""End to end through the command line: `python -m train` on configs/smoke.yaml, and bad input."""
 
 import json
 import math
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = REPO / "configs" / "quickstart.yaml"
+SMOKE = REPO / "configs" / "smoke.yaml"
 
 
 def run_train(args, *, cwd=REPO, timeout=600, launcher=None):
@@ -63,12 +63,12 @@ def assert_trained_run(run_dir: Path, steps: int):
 
 
 @pytest.mark.slow
-def test_quickstart_cli_trains_and_writes_run_dir(tmp_path):
-    result = run_train(["--config", str(QUICKSTART), "max_steps=3", f"output_dir={tmp_path}", "run_name=smoke", "log.num_samples=2"])
+def test_smoke_cli_trains_and_writes_run_dir(tmp_path):
+    result = run_train(["--config", str(SMOKE), "max_steps=3", f"output_dir={tmp_path}", "run_name=smoke", "log.num_samples=2"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "thinkrl: done" in result.stdout
     metrics = assert_trained_run(tmp_path / "smoke", steps=3)
-    assert metrics[0]["lr"] < metrics[-1]["lr"]  # warmup_steps=2 in the quickstart
+    assert metrics[0]["lr"] < metrics[-1]["lr"]  # warmup_steps=2 in configs/smoke.yaml
     # Held-out evaluation before training (step 0) and at the end, on 64 prompts.
     baseline = read_jsonl(tmp_path / "smoke" / "metrics.jsonl")[0]
     assert baseline["step"] == 0 and "loss" not in baseline
@@ -83,7 +83,7 @@ def test_quickstart_cli_trains_and_writes_run_dir(tmp_path):
 def test_beta_and_iterations_cli(tmp_path):
     """The KL path (reference model) and num_iterations=2 (old log-probs kept) run end to end."""
     result = run_train([
-        "--config", str(QUICKSTART), "max_steps=2", f"output_dir={tmp_path}", "run_name=kl", "grpo.beta=0.04",
+        "--config", str(SMOKE), "max_steps=2", f"output_dir={tmp_path}", "run_name=kl", "grpo.beta=0.04",
         "grpo.num_iterations=2", "grpo.loss_type=grpo", "grpo.scale_rewards=batch", "eval.source=null",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -108,7 +108,7 @@ def test_beta_and_iterations_cli(tmp_path):
     ],
 )
 def test_bad_input_exits_with_one_clear_line(tmp_path, overrides, message):
-    result = run_train(["--config", str(QUICKSTART), f"output_dir={tmp_path}", *overrides], timeout=300)
+    result = run_train(["--config", str(SMOKE), f"output_dir={tmp_path}", *overrides], timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("thinkrl: error:")]
     assert errors and message in result.stderr, result.stderr[-3000:]
@@ -123,7 +123,7 @@ def test_bad_input_exits_with_one_clear_line(tmp_path, overrides, message):
      ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR is not set")],
 )
 def test_bad_launcher_environment(tmp_path, env, message):
-    command = [sys.executable, "-m", "train", "--config", str(QUICKSTART), f"output_dir={tmp_path}"]
+    command = [sys.executable, "-m", "train", "--config", str(SMOKE), f"output_dir={tmp_path}"]
     full_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     result = subprocess.run(command, cwd=REPO, env={**full_env, **env}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -46,6 +46,11 @@ def test_defaults_and_overrides_with_types(tmp_path):
         (MINIMAL + "model: {tiny: {}, name_or_path: /x}\n", [], ["exactly one of model.name_or_path"]),
         (MINIMAL + "rollout: {prompts_per_step: 3, num_generations: 3}\noptim: {micro_batch_size: 4}\n", [], ["divisible by optim.micro_batch_size = 4"]),
         (MINIMAL + "deepspeed: {zero_stage: 2, offload_param: true}\n", [], ["offload_param needs zero_stage 3"]),
+        (MINIMAL, ["max_steps=0"], ["max_steps=0 (no GRPO) needs an sft section"]),
+        (MINIMAL + "sft: {carry_slip: 0.5}\n", [], ["exp.yaml: sft.source: required key is missing"]),
+        (MINIMAL + "sft: {source: x.jsonl, carry_slip: 1.5}\n", [], ["exp.yaml: sft.carry_slip:", "less than or equal to 1"]),
+        (MINIMAL + "sft: {source: x.jsonl, batch_size: 6, micro_batch_size: 4}\n", [], ["sft: ", "batch_size=6 must be divisible by micro_batch_size=4"]),
+        (MINIMAL + "sft: {source: x.jsonl, pakcing: true}\n", [], ["sft.pakcing: unknown key; allowed:", "packing"]),
     ],
 )
 def test_bad_values_name_file_key_and_allowed(tmp_path, yaml_text, overrides, expected):
@@ -54,6 +59,14 @@ def test_bad_values_name_file_key_and_allowed(tmp_path, yaml_text, overrides, ex
         load_config(path, overrides)
     for fragment in expected:
         assert fragment in str(info.value)
+
+
+def test_sft_section_is_optional_and_typed(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL)).sft is None
+    cfg = load_config(write(tmp_path, MINIMAL + "sft: {source: 'synthetic:arithmetic?n=10'}\n"), ["sft.lr=3e-4", "max_steps=0"])
+    assert cfg.sft.source == "synthetic:arithmetic?n=10" and cfg.sft.lr == 3e-4 and cfg.max_steps == 0
+    assert cfg.sft.packing is True and cfg.sft.completion_column == "completion"
+    assert config_to_dict(cfg)["sft"]["lr"] == 3e-4
 
 
 def test_file_level_errors(tmp_path):

@@ -10,7 +10,7 @@ import huggingface_hub.constants
 import pytest
 
 from data.sources import DATA_FORMATS, load_prompt_dataset, train_eval_split
-from data.synthetic import make_countdown, write_dataset
+from data.synthetic import make_arithmetic, make_countdown, write_dataset
 
 ROWS = [
     {"prompt": "What is 1 + 1?", "answer": 2, "numbers": [1, 1]},
@@ -169,12 +169,23 @@ def test_synthetic_source_matches_the_generator_and_keeps_its_extras():
     assert gsm.column_names == ["prompt", "answer"] and "####" in gsm[0]["answer"]
 
 
+def test_synthetic_source_passes_generator_options():
+    ds = load_prompt_dataset("synthetic:arithmetic?n=50&seed=4&max_digits=2&ops=add,sub")
+    assert ds.to_list() == make_arithmetic(50, 4, max_digits=2, ops=("+", "-"))
+    operators = {prompt.split()[3] for prompt in ds["prompt"]}  # "What is A op B?"
+    assert operators == {"+", "-"}
+    assert all(abs(int(answer)) <= 99 + 99 for answer in ds["answer"])
+
+
 @pytest.mark.parametrize(
     "source, match",
     [
         ("synthetic:sudoku", "allowed: countdown, arithmetic, gsm8k_style"),
         ("synthetic:countdown?size=3", "unknown parameter 'size'"),
-        ("synthetic:countdown?n=ten", "must be an integer"),
+        ("synthetic:countdown?n=ten", "parameter 'n' .* cannot read 'ten'"),
+        ("synthetic:countdown?max_digits=2", "unknown parameter 'max_digits'.*allowed: n, seed$"),
+        ("synthetic:arithmetic?ops=add,pow", "unknown operator 'pow'; allowed: add, sub, mul, div"),
+        ("synthetic:arithmetic?min_digits=3&max_digits=2", "min_digits <= max_digits"),
     ],
 )
 def test_bad_synthetic_sources(source, match):

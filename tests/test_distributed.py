@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import QUICKSTART, assert_trained_run, read_jsonl, run_train
+from test_cli import SMOKE, assert_trained_run, read_jsonl, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_torchrun_two_ranks(tmp_path, zero_stage):
     result = run_train(
-        ["--config", str(QUICKSTART), "max_steps=2", f"output_dir={tmp_path}", "run_name=dist",
+        ["--config", str(SMOKE), "max_steps=2", f"output_dir={tmp_path}", "run_name=dist",
          f"deepspeed.zero_stage={zero_stage}", "rollout.prompts_per_step=4", "optim.micro_batch_size=4"],
         launcher=TORCHRUN,
     )
@@ -107,7 +107,7 @@ def test_deepspeed_json_set_covers_the_stages():
 def test_zero3_offload_json_trains_one_process(tmp_path):
     """configs/deepspeed/zero3_offload.json through the CLI (its 2-rank equivalence is in tests/test_equivalence.py)."""
     result = run_train([
-        "--config", str(QUICKSTART), "max_steps=1", f"output_dir={tmp_path}", "run_name=offload", "eval.source=null",
+        "--config", str(SMOKE), "max_steps=1", f"output_dir={tmp_path}", "run_name=offload", "eval.source=null",
         "deepspeed.zero_stage=3", "deepspeed.config_file=configs/deepspeed/zero3_offload.json",
     ])
     assert result.returncode == 0, result.stderr[-4000:]

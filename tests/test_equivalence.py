@@ -153,11 +153,11 @@ def test_bf16_matches_fp32_within_bf16_precision(results, case):
 def test_gradient_checkpointing_cli(tmp_path):
     """End to end through the config key: one step with and without model.gradient_checkpointing, same seed, so the
     same rollout; the logged loss, gradient norm and entropy agree (the worker's 3:1:gc case covers several steps)."""
-    from test_cli import QUICKSTART, read_jsonl, run_train
+    from test_cli import SMOKE, read_jsonl, run_train
 
     runs = {}
     for flag in ("false", "true"):
-        result = run_train(["--config", str(QUICKSTART), "max_steps=1", f"output_dir={tmp_path}", f"run_name=gc_{flag}",
+        result = run_train(["--config", str(SMOKE), "max_steps=1", f"output_dir={tmp_path}", f"run_name=gc_{flag}",
                             f"model.gradient_checkpointing={flag}", "checkpoint.export_hf=false", "eval.source=null"])
         assert result.returncode == 0, result.stderr[-3000:]
         runs[flag] = [m for m in read_jsonl(tmp_path / f"gc_{flag}" / "metrics.jsonl") if "loss" in m]

@@ -17,7 +17,7 @@ from train.rollout import generate_rollouts
 from conftest import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = REPO / "configs" / "quickstart.yaml"
+SMOKE = REPO / "configs" / "smoke.yaml"
 PROMPTS = ["What is 2 + 3? <think>", "What is 10 + 7? <think>", "What is 4 + 4? <think>"]
 COLUMNS = {"answer": ["5", "17", "8"]}
 
@@ -182,7 +182,7 @@ def test_cli_evaluates_saved_model(saved_model, tmp_path):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     result = subprocess.run(
-        [sys.executable, "-m", "train.evaluate", "--model", str(saved_model), "--config", str(QUICKSTART),
+        [sys.executable, "-m", "train.evaluate", "--model", str(saved_model), "--config", str(SMOKE),
          "data.source=synthetic:arithmetic?n=16&seed=1", "rollout.max_completion_length=8", "--k", "2", "--limit", "6",
          "--output", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
@@ -197,7 +197,7 @@ def test_cli_evaluates_saved_model(saved_model, tmp_path):
 
 
 def test_cli_bad_model_path_is_one_line_error(tmp_path, capsys):
-    code = main(["--model", str(tmp_path / "nope"), "--config", str(QUICKSTART)])
+    code = main(["--model", str(tmp_path / "nope"), "--config", str(SMOKE)])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("thinkrl.evaluate: error: --model") and "config.json not found" in err and "\n" not in err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import QUICKSTART, assert_trained_run
+from test_cli import SMOKE, assert_trained_run
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SCRIPT = REPO / "launch" / "slurm.sbatch"
@@ -37,7 +37,7 @@ def run_launcher(command: list[str], *, env: dict[str, str] | None = None, path_
 
 
 def train_overrides(out_dir: Path, zero_stage: int) -> list[str]:
-    """2 steps of the quickstart, 2 prompts x 4 completions per rank, with the stage's JSON from configs/deepspeed/."""
+    """2 steps of the smoke config, 2 prompts x 4 completions per rank, with the stage's JSON from configs/deepspeed/."""
     return [
         "max_steps=2", "rollout.prompts_per_step=4", "optim.micro_batch_size=4", "eval.source=null",
         f"deepspeed.zero_stage={zero_stage}", f"deepspeed.config_file=configs/deepspeed/zero{zero_stage}.json",
@@ -54,7 +54,7 @@ def assert_two_rank_run(result, out_dir: Path, zero_stage: int):
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_torchrun_script(tmp_path):
-    result = run_launcher(["bash", "launch/torchrun.sh", str(QUICKSTART), *train_overrides(tmp_path, 1)], env={"NPROC": "2"})
+    result = run_launcher(["bash", "launch/torchrun.sh", str(SMOKE), *train_overrides(tmp_path, 1)], env={"NPROC": "2"})
     assert_two_rank_run(result, tmp_path, 1)
 
 
@@ -63,7 +63,7 @@ def test_torchrun_script(tmp_path):
 def test_deepspeed_launcher_script(tmp_path):
     """The deepspeed launcher appends --local_rank=N; on a CPU-only machine `--num_gpus 2` starts 2 CPU ranks."""
     result = run_launcher(
-        ["bash", "launch/deepspeed.sh", str(QUICKSTART), *train_overrides(tmp_path, 3)],
+        ["bash", "launch/deepspeed.sh", str(SMOKE), *train_overrides(tmp_path, 3)],
         env={"NPROC": "2", "MASTER_PORT": str(_free_port())},
     )
     assert "--local_rank=1" in result.stdout + result.stderr  # the launcher's own log of the rank's command line
@@ -75,7 +75,7 @@ def test_deepspeed_launcher_script(tmp_path):
 def test_accelerate_launch(tmp_path):
     result = run_launcher([
         "accelerate", "launch", "--config_file", "launch/accelerate.yaml", "--num_processes", "2",
-        "-m", "train", "--config", str(QUICKSTART), *train_overrides(tmp_path, 2),
+        "-m", "train", "--config", str(SMOKE), *train_overrides(tmp_path, 2),
     ])
     assert_two_rank_run(result, tmp_path, 2)
 
@@ -124,7 +124,7 @@ def test_slurm_command_per_node(tmp_path):
     first host of the node list; the thinkrl arguments arrive intact whatever their quoting."""
     bin_dir, env = fake_slurm(tmp_path, "gpu-a01 gpu-a02", torchrun=True)
     env.update(SLURM_NNODES="2", SLURM_JOB_NODELIST="gpu-a[01-02]", SLURM_GPUS_ON_NODE="4")
-    result = run_launcher(["bash", str(SLURM_SCRIPT), "configs/quickstart.yaml", *OVERRIDES_WITH_SPACES],
+    result = run_launcher(["bash", str(SLURM_SCRIPT), "configs/smoke.yaml", *OVERRIDES_WITH_SPACES],
                           env=env, path_prepend=bin_dir, timeout=60)
     assert result.returncode == 0, result.stderr
     record = Path(env["FAKE_RECORD"])
@@ -135,7 +135,7 @@ def test_slurm_command_per_node(tmp_path):
         argv = json.loads((record / f"torchrun_node{node}").read_text())
         assert argv == [
             "--nnodes", "2", "--nproc_per_node", "4", "--rdzv_backend", "c10d", "--rdzv_endpoint", "gpu-a01:29500",
-            "--rdzv_id", "4242", "--node_rank", str(node), "-m", "train", "--config", "configs/quickstart.yaml",
+            "--rdzv_id", "4242", "--node_rank", str(node), "-m", "train", "--config", "configs/smoke.yaml",
             *OVERRIDES_WITH_SPACES,
         ]
 
@@ -200,6 +200,6 @@ def test_slurm_script_trains_on_one_node(tmp_path):
     bin_dir, env = fake_slurm(tmp_path, "localhost", torchrun=False)
     env.update(SLURM_NNODES="1", SLURM_JOB_NODELIST="localhost", GPUS_PER_NODE="2", MASTER_PORT=str(_free_port()),
                TORCHRUN=f"{sys.executable} -m torch.distributed.run")
-    result = run_launcher(["bash", str(SLURM_SCRIPT), str(QUICKSTART), *train_overrides(tmp_path, 2)],
+    result = run_launcher(["bash", str(SLURM_SCRIPT), str(SMOKE), *train_overrides(tmp_path, 2)],
                           env=env, path_prepend=bin_dir)
     assert_two_rank_run(result, tmp_path, 2)

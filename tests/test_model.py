@@ -8,7 +8,7 @@ from train.model import (
 )
 
 from conftest import make_tiny_model
-from test_cli import QUICKSTART, read_jsonl, run_train
+from test_cli import SMOKE, read_jsonl, run_train
 
 
 def test_byte_tokenizer_round_trips_any_text():
@@ -75,7 +75,7 @@ def test_train_from_hf_directory(tokenizer, tmp_path):
     model.save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")
     result = run_train([
-        "--config", str(QUICKSTART), "model.tiny=null", f"model.name_or_path={tmp_path / 'policy'}", "max_steps=1",
+        "--config", str(SMOKE), "model.tiny=null", f"model.name_or_path={tmp_path / 'policy'}", "max_steps=1",
         f"output_dir={tmp_path}", "run_name=hf", "eval.source=null",
     ])
     assert result.returncode == 0, result.stderr[-3000:]

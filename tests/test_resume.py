@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from test_cli import QUICKSTART, REPO, read_jsonl, run_train
+from test_cli import SMOKE, REPO, read_jsonl, run_train
 
 VOLATILE = ("time/", "tokens_per_second")  # wall-clock metrics differ between any two runs
 
@@ -62,10 +62,10 @@ COMMON = ["eval.source=null", "max_steps=6", "checkpoint.every=2", "rewards.func
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigkill", "sigterm"])
 def test_killed_run_resumes_exactly(tmp_path, how):
-    reference = run_train(["--config", str(QUICKSTART), *COMMON, f"output_dir={tmp_path}", "run_name=straight"])
+    reference = run_train(["--config", str(SMOKE), *COMMON, f"output_dir={tmp_path}", "run_name=straight"])
     assert reference.returncode == 0, reference.stderr[-3000:]
 
-    args = ["--config", str(QUICKSTART), *COMMON, f"output_dir={tmp_path}", "run_name=killed", "checkpoint.resume=auto"]
+    args = ["--config", str(SMOKE), *COMMON, f"output_dir={tmp_path}", "run_name=killed", "checkpoint.resume=auto"]
     process = start_train(args)
     wait_for_step(process, tmp_path / "killed" / "metrics.jsonl", 3)
     process.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
@@ -86,7 +86,7 @@ def test_killed_run_resumes_exactly(tmp_path, how):
 @pytest.mark.multiprocess
 def test_two_rank_resume_is_exact(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    common = ["--config", str(QUICKSTART), *COMMON, "max_steps=4", f"output_dir={tmp_path}", "deepspeed.zero_stage=2"]
+    common = ["--config", str(SMOKE), *COMMON, "max_steps=4", f"output_dir={tmp_path}", "deepspeed.zero_stage=2"]
     straight = run_train([*common, "run_name=straight"], launcher=torchrun)
     assert straight.returncode == 0, straight.stderr[-3000:]
     first = run_train([*common, "run_name=split", "max_steps=2"], launcher=torchrun)  # stops after its step-2 checkpoint
@@ -99,7 +99,7 @@ def test_two_rank_resume_is_exact(tmp_path):
 
 @pytest.mark.slow
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    args = ["--config", str(QUICKSTART), "max_steps=1", f"output_dir={tmp_path}", "run_name=r", "checkpoint.export_hf=false"]
+    args = ["--config", str(SMOKE), "max_steps=1", f"output_dir={tmp_path}", "run_name=r", "checkpoint.export_hf=false"]
     assert run_train(args).returncode == 0
     checkpoint = tmp_path / "r" / "checkpoints" / "step_00000001"
     for path in checkpoint.rglob("*model_states.pt"):
@@ -113,14 +113,14 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_resume_from_missing_path_is_a_clear_error(tmp_path):
-    result = run_train(["--config", str(QUICKSTART), f"output_dir={tmp_path}", f"checkpoint.resume={tmp_path / 'nope'}"], timeout=300)
+    result = run_train(["--config", str(SMOKE), f"output_dir={tmp_path}", f"checkpoint.resume={tmp_path / 'nope'}"], timeout=300)
     assert result.returncode == 2 and "no checkpoint there" in result.stderr
 
 
 @pytest.mark.slow
 def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
     result = run_train([
-        "--config", str(QUICKSTART), "max_steps=6", f"output_dir={tmp_path}", "run_name=nan", "eval.source=null", "optim.max_consecutive_skips=2",
+        "--config", str(SMOKE), "max_steps=6", f"output_dir={tmp_path}", "run_name=nan", "eval.source=null", "optim.max_consecutive_skips=2",
         "rewards.functions=[{name: 'tests.fault_rewards:overflow', weight: 10.0}]",
     ])
     assert result.returncode == 3, result.stderr[-3000:]

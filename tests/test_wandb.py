@@ -2,13 +2,13 @@
 
 import pytest
 
-from test_cli import QUICKSTART, read_jsonl, run_train
+from test_cli import SMOKE, read_jsonl, run_train
 from wandb_reader import read_run
 
 
 @pytest.mark.slow
 def test_offline_wandb_contents_and_resume(tmp_path):
-    common = ["--config", str(QUICKSTART), f"output_dir={tmp_path}", "run_name=wb", "log.wandb.mode=offline",
+    common = ["--config", str(SMOKE), f"output_dir={tmp_path}", "run_name=wb", "log.wandb.mode=offline",
               "log.wandb.project=thinkrl-test", "log.wandb.tags=[ci, offline]", "checkpoint.resume=auto", "grpo.beta=0.01", "eval.source=null"]
     first = run_train([*common, "max_steps=2"])
     assert first.returncode == 0, first.stderr[-3000:]

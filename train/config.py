@@ -110,6 +110,59 @@ class DataConfig(_Section):
     counted (drop)."""
 
 
+class SFTConfig(_Section):
+    """Supervised fine-tuning before GRPO: the cold start of DeepSeek-R1 (arXiv:2501.12948 §2.3.1), or distillation of
+    a bigger model's traces (§2.4). Prompts are rendered with the `data` section's template, so SFT trains the exact
+    prompt GRPO later samples from; the loss is on completion tokens only. Runs on its own DeepSpeed engine with the
+    `deepspeed` section's ZeRO stage; optimiser betas, epsilon and clipping come from `optim`."""
+
+    source: str
+    """Rows with a prompt and a completion column: a JSONL/JSON/parquet/CSV file, directory, saved dataset or HF name
+    (as data.source), or `synthetic:arithmetic|countdown|gsm8k_style[?n=&seed=&...]`, which get synthetic reasoning
+    traces (data/traces.py)."""
+    split: str = "train"
+    """Split of `source` (ignored for single files and synthetic sources)."""
+    subset: str | None = None
+    """HF dataset configuration name."""
+    data_format: Literal["auto", "json", "parquet", "csv", "hf_disk", "hf"] = "auto"
+    """How to read `source`; auto infers it from the path."""
+    prompt_column: str = "prompt"
+    """Column holding the question (a string or chat messages), rendered with data.template."""
+    completion_column: str = "completion"
+    """Column holding the target completion, e.g. `<think> ... </think> <answer> ... </answer>`."""
+    limit: int | None = Field(None, gt=0)
+    """Use at most this many rows."""
+    carry_slip: float = Field(0.0, ge=0, le=1)
+    """Synthetic arithmetic only: an imperfect teacher that drops each carry/borrow with this probability (the trace
+    stays self-consistent, its answer is wrong). Leaves room for RL to improve on the SFT model; 0: correct traces."""
+    max_length: int = Field(512, gt=0)
+    """Longest example (prompt + completion + EOS) in tokens, and the length of a packed row; longer ones are dropped."""
+    packing: bool = True
+    """Pack several examples into one row of max_length tokens (each attends only to itself)."""
+    max_steps: int | None = Field(None, gt=0)
+    """Optimiser steps; default: `epochs` passes over the (packed) rows."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the data when max_steps is unset."""
+    batch_size: int = Field(16, gt=0)
+    """Rows per optimiser step, summed over ranks (a packed row holds several examples)."""
+    micro_batch_size: int = Field(4, gt=0)
+    """Rows per forward/backward on each rank."""
+    lr: float = Field(1e-5, gt=0)
+    """Peak learning rate of AdamW."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warmup from 0, in optimiser steps."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "cosine"
+    """Schedule after warmup."""
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "SFTConfig":
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size={self.batch_size} must be divisible by micro_batch_size={self.micro_batch_size}")
+        return self
+
+
 class RolloutConfig(_Section):
     prompts_per_step: int = Field(8, gt=0)
     """Prompts per optimiser step, summed over all ranks (B). Must be divisible by the world size."""
@@ -274,6 +327,8 @@ class TrainConfig(_Section):
     """Policy (and reference) model."""
     data: DataConfig
     """Prompt dataset and template."""
+    sft: SFTConfig | None = None
+    """Supervised fine-tuning before GRPO (cold start / distillation); null: start GRPO from the model as loaded."""
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     """Sampling of the groups."""
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
@@ -290,8 +345,8 @@ class TrainConfig(_Section):
     """Metrics, samples, W&B and the plot report."""
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Saving."""
-    max_steps: int = Field(10, gt=0)
-    """Optimiser steps (each one: a rollout batch and num_iterations updates on it)."""
+    max_steps: int = Field(10, ge=0)
+    """GRPO steps (each one: a rollout batch and num_iterations updates on it); 0 with an `sft` section: SFT only."""
     seed: int = 0
     """Seeds model init, data order and sampling (each rank adds its rank to the sampling seed)."""
     output_dir: str = "runs"
@@ -301,6 +356,8 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _batch_shapes(self) -> "TrainConfig":
+        if self.max_steps == 0 and self.sft is None:
+            raise ValueError("max_steps=0 (no GRPO) needs an sft section: there would be nothing to train")
         completions = self.rollout.prompts_per_step * self.rollout.num_generations
         if completions % self.optim.micro_batch_size:
             raise ValueError(

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from data import PromptSampler, load_prompt_dataset, render_prompt
+from data.traces import load_sft_rows
 from rewards import RewardCombiner, RewardSpec
 from train.advantages import group_advantages, zero_std_fraction
 from train.batch import TrainBatch
@@ -47,6 +48,7 @@ from train.model import (
 from train.preemption import PreemptionFlag
 from train.report import ReportError, make_report
 from train.rollout import generate_rollouts, generation_model
+from train.sft import SFTResult, sft_stage
 from train.tracking import RunTracker, make_run_dir
 from train.update import policy_update, sequence_logprobs
 
@@ -116,8 +118,9 @@ def load_prompts(data: DataConfig, tokenizer, *, source: str, split: str, limit:
 
 
 def load_train_and_eval(cfg: TrainConfig, tokenizer, rank: int, world: int):
-    """Training prompts minus any that appear in the eval set, and this rank's disjoint shard of the eval set."""
-    eval_rows = None
+    """Training prompts minus any that appear in the eval set, this rank's disjoint shard of the eval set, and the
+    rendered eval prompts (which SFT data must not contain either)."""
+    eval_rows, held_out = None, set()
     train_set, dropped = load_prompts(cfg.data, tokenizer, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit,
                                       min_prompts=cfg.rollout.prompts_per_step, key="data.source")
     if cfg.eval.source is not None:
@@ -130,7 +133,37 @@ def load_train_and_eval(cfg: TrainConfig, tokenizer, rank: int, world: int):
         # Equal shard sizes: with synced generation (ZeRO-3, no gather) every rank must make the same calls.
         usable = len(eval_set) - len(eval_set) % world
         eval_rows = eval_set.select(range(rank, usable, world)).to_dict()
-    return train_set, dropped, eval_rows
+    return train_set, dropped, eval_rows, held_out
+
+
+def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overrides: dict | None, held_out: set[str]):
+    """The `sft` section: fine-tune `model` on prompt/completion rows before GRPO (train/sft.py). Rows whose rendered
+    prompt is in the eval set are dropped, so held-out accuracy stays held out. Returns (fine-tuned model, SFTResult)."""
+    sft, data = cfg.sft, cfg.data
+    try:
+        rows = load_sft_rows(sft.source, split=sft.split, prompt_column=sft.prompt_column, completion_column=sft.completion_column,
+                             data_format=sft.data_format, limit=sft.limit, subset=sft.subset, carry_slip=sft.carry_slip, seed=cfg.seed)
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+        raise ConfigError(f"sft.source: {exc}") from None
+    render = dict(template=data.template, system_prompt=data.system_prompt, prefill_think=data.prefill_think)
+    rows = [row for row in rows if render_prompt(row["prompt"], tokenizer, **render) not in held_out]
+    if not rows:
+        raise ConfigError(f"sft.source: {sft.source}: no rows left after removing the eval prompts")
+    if sft.batch_size % (dist_info.world_size * sft.micro_batch_size):
+        raise ConfigError(f"sft.batch_size={sft.batch_size} must be divisible by the world size {dist_info.world_size} x "
+                          f"sft.micro_batch_size={sft.micro_batch_size}")
+    try:
+        return sft_stage(
+            model, tokenizer, rows, **render, max_length=sft.max_length, packing=sft.packing, max_steps=sft.max_steps,
+            epochs=sft.epochs, batch_size=sft.batch_size, micro_batch_size=sft.micro_batch_size, lr=sft.lr,
+            weight_decay=sft.weight_decay, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps, warmup_steps=sft.warmup_steps,
+            lr_scheduler=sft.lr_scheduler, max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, zero_stage=cfg.deepspeed.zero_stage,
+            dtype=cfg.model.dtype, world_size=dist_info.world_size, rank=dist_info.rank,
+            offload_optimizer=cfg.deepspeed.offload_optimizer, offload_param=cfg.deepspeed.offload_param,
+            ds_overrides=ds_overrides, chunk_size=cfg.optim.logprob_chunk_size, show_progress=dist_info.is_main,
+        )
+    except ValueError as exc:  # no example fits sft.max_length, an empty rendered prompt
+        raise ConfigError(f"sft: {sft.source}: {exc}") from None
 
 
 def build_rewards(cfg: TrainConfig) -> tuple[RewardCombiner, list[str], str]:
@@ -163,6 +196,7 @@ class Run:
     accuracy_reward: str
     start_step: int
     eval_rows: dict[str, list] | None  # this rank's shard of the held-out set, with a rendered `text` column
+    sft: SFTResult | None  # the SFT stage of this run (None: no sft section, or resumed past it)
 
 
 def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
@@ -186,7 +220,10 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
     checkpoint_dir = resolve_resume(cfg.checkpoint.resume, run_dir)
 
     model, tokenizer = build_policy(cfg)
-    dataset, dropped, eval_rows = load_train_and_eval(cfg, tokenizer, rank, world)
+    dataset, dropped, eval_rows, held_out = load_train_and_eval(cfg, tokenizer, rank, world)
+    sft_result = None
+    if cfg.sft is not None and checkpoint_dir is None:  # a checkpoint already holds the fine-tuned weights
+        model, sft_result = cold_start(cfg, model, tokenizer, dist_info, ds_overrides, held_out)
     sampler = PromptSampler(len(dataset), prompts_per_rank, seed=cfg.seed, rank=rank, world_size=world)
     reference = frozen_copy(model) if cfg.grpo.beta > 0 else None
     ds_config = deepspeed_config(
@@ -219,7 +256,8 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
         resumed = f" | resumed from {checkpoint_dir} at step {start_step}" if checkpoint_dir is not None else ""
         print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
               f"world size {world} | ZeRO-{cfg.deepspeed.zero_stage}{resumed}", flush=True)
-    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, reward_names, accuracy_reward, start_step, eval_rows)
+    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, reward_names, accuracy_reward,
+               start_step, eval_rows, sft_result)
 
 
 def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str, float], list[dict]]:
@@ -319,12 +357,18 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
     progress = tqdm(range(run.start_step + 1, cfg.max_steps + 1), desc="GRPO", initial=run.start_step, total=cfg.max_steps,
                     disable=not dist_info.is_main, dynamic_ncols=True)
     try:
+        # Step 0: the starting point GRPO is measured against (after SFT when there is an sft section).
+        start_metrics = dict(run.sft.metrics) if run.sft is not None else {}
+        if run.sft is not None:
+            run.tracker.log_sft_history(run.sft.history)
         if run.eval_rows is not None and cfg.eval.at_start and run.start_step == 0:
             baseline, eval_samples = held_out_eval(run, cfg, dist_info)
-            run.tracker.log_metrics(0, baseline)
+            start_metrics.update(baseline)
             run.tracker.log_samples(0, eval_samples, table="eval_samples")
             if dist_info.is_main:
-                tqdm.write(f"thinkrl: step 0 (before training): {_format_eval(baseline)}")
+                tqdm.write(f"thinkrl: step 0 ({'after SFT' if run.sft is not None else 'before training'}): {_format_eval(baseline)}")
+        if start_metrics:
+            run.tracker.log_metrics(0, start_metrics)
         for step in progress:
             metrics, samples = grpo_step(run, cfg, dist_info)
             if run.eval_rows is not None and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.max_steps):

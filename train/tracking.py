@@ -103,6 +103,15 @@ class RunTracker:
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
 
+    def log_sft_history(self, history: list[dict[str, float]]) -> None:
+        """The SFT stage's per-step metrics, one line per SFT optimiser step, to `sft_metrics.jsonl` (its own file:
+        SFT steps are not GRPO steps). W&B gets the SFT summary with the step-0 metrics instead."""
+        if not self.enabled:
+            return
+        with open(self.run_dir / "sft_metrics.jsonl", "w") as out:
+            for step, metrics in enumerate(history, start=1):
+                out.write(json.dumps({"sft_step": step, **{k: _finite(v) for k, v in metrics.items()}}) + "\n")
+
     def log_samples(self, step: int, samples: list[dict[str, Any]], table: str = "samples") -> None:
         """samples: dicts with the same keys (prompt, completion, reward, per-reward scores); `table` names the W&B
         table (training and evaluation samples have different columns, so they go to different tables)."""

@@ -8,7 +8,7 @@ entry point, on a generated YAML) and TRL (benchmarks/trl_grpo_run.py) run one a
 process, in alternating order (A B, then B A). Both load the same random-init model directory (built here once from
 train.model.build_tiny_model, fixed seed), train on the same synthetic arithmetic prompts (r1_zero template) with the
 same rewards and weights, B prompts x G completions per step in micro-batches of the same size, the same sampler
-settings, loss (dapo, clip 0.2 / 0.28), optimiser (AdamW, constant LR, same betas, clipping) and seed.
+settings, loss (dapo, clip 0.2 / 0.28, plain k3 KL), optimiser (AdamW, constant LR, same betas, clipping) and seed.
 
 Measured per run, after `--warmup` GRPO steps (a GRPO step = one generation batch and its num_iterations optimiser
 steps; TRL counts optimiser steps, converted here):
@@ -335,7 +335,7 @@ def report(results: list[RunResult], profiles: list[RunResult], contenders: list
         f"- Hyper-parameters (both): B = {hp['prompts_per_step']} prompts x G = {hp['num_generations']} per step, "
         f"L <= {hp['max_completion_length']}, temperature {hp['temperature']}, top_p {hp['top_p']}, top_k off, "
         f"micro-batch {hp['micro_batch_size']} (one optimiser step = all {hp['prompts_per_step'] * hp['num_generations']} completions), "
-        f"loss dapo, epsilon {hp['epsilon']} / {hp['epsilon_high']}, AdamW lr {hp['lr']} constant, betas {tuple(hp['adam_betas'])}, "
+        f"loss dapo, epsilon {hp['epsilon']} / {hp['epsilon_high']}, k3 KL without importance-ratio correction, AdamW lr {hp['lr']} constant, betas {tuple(hp['adam_betas'])}, "
         f"grad clip {hp['max_grad_norm']}, no gradient checkpointing, ZeRO-0 (thinkrl), seed = repeat index.",
         f"- Per run: {args.warmup} warmup GRPO steps, then {args.steps} timed; {args.repeats} repeats per trainer and "
         f"setting, alternating order; medians reported. Threads: "

@@ -87,6 +87,9 @@ def main(spec_path: str) -> None:
         top_p=hp["top_p"],
         top_k=hp["top_k"],
         beta=hp["beta"],
+        # thinkrl's KL term is plain k3 (train/loss.py). TRL >= 1.x defaults to multiplying it by the importance
+        # ratio (DeepSeek-V3.2 bias correction), which changes the KL gradient whenever beta > 0, even on-policy.
+        use_bias_correction_kl=False,
         num_iterations=hp["num_iterations"],
         loss_type="dapo",
         scale_rewards="group",

@@ -60,6 +60,31 @@ def test_full_report_writes_every_panel(tmp_path):
     assert summary.shape[1] > imread(paths[0]).shape[1]  # the grid is wider than one panel
 
 
+def test_sft_stage_gets_its_own_loss_panel_and_step_0_is_labelled(tmp_path):
+    from matplotlib.figure import Figure
+
+    from train.report import SFT_PANEL, _draw, metric_panels
+
+    records = [{"step": 0, "sft/steps": 3.0, "sft/loss_last": 0.4, "eval/pass@1": 0.3}, *training_records(steps=4)]
+    write_metrics(tmp_path, records)
+    (tmp_path / "sft_metrics.jsonl").write_text("".join(json.dumps({"sft_step": i, "loss": 2.0 / i}) + "\n" for i in (1, 2, 3)))
+    paths = make_report(tmp_path)
+    assert paths[0].name == "sft_loss.png" and paths[-1].name == SUMMARY
+    for path in paths:
+        assert_valid_png(path)
+    sft_rows = read_metrics(tmp_path / "sft_metrics.jsonl")
+    assert series(sft_rows, "loss") == ([1.0, 2.0, 3.0], [2.0, 1.0, 2.0 / 3])  # x = line number = SFT step
+    ax = Figure().subplots()
+    _draw(ax, SFT_PANEL, sft_rows, ["loss"], [], smoothing=0.0)
+    assert ax.get_xlabel() == "SFT step"
+    assert {panel.xlabel for panel in metric_panels(records)} == {"GRPO step (0 = after SFT)"}
+    # Without an SFT stage there is no SFT panel and no "after SFT" label.
+    (tmp_path / "sft_metrics.jsonl").unlink()
+    write_metrics(tmp_path, training_records(steps=4))
+    assert "sft_loss.png" not in {p.name for p in make_report(tmp_path)}
+    assert {panel.xlabel for panel in metric_panels(training_records(steps=4))} == {"step"}
+
+
 def test_missing_metrics_are_skipped(tmp_path):
     """A beta = 0 run logs no kl; an old run has no entropy; null-only metrics count as missing."""
     records = [{"step": s, "reward/mean": 0.5, "loss": 0.1, "grad_norm": 1.0, "entropy": None} for s in (1, 2, 3)]

@@ -2,7 +2,8 @@
 
     python -m train.report runs/quickstart [--smoothing 0.6]
 
-Panels (a panel whose metrics are absent from the file is skipped): reward (total and each `rewards/NAME`, with
+Panels (a panel whose metrics are absent from the file is skipped): SFT loss (from `sft_metrics.jsonl`, when the
+run had an SFT stage; step 0 of the other panels is then the policy after SFT), reward (total and each `rewards/NAME`, with
 `eval/reward` points), accuracy (train `accuracy` with `eval/pass@K` / `eval/mean@K` points), completion length
 (mean with the min-max band, `eval/completion_length` points), truncated fraction, KL, entropy, loss, grad norm.
 
@@ -20,7 +21,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -50,6 +51,7 @@ class Panel:
     point_prefixes: tuple[str, ...] = ()  # sparse metrics (eval) drawn as markers, keys starting with these
     band: tuple[str, str] | None = None  # (low key, high key) shaded between
     ylim: tuple[float, float] | None = None
+    xlabel: str = "step"
 
 
 PANELS = (
@@ -65,6 +67,9 @@ PANELS = (
     Panel("loss", "GRPO loss", "loss", lines=("loss",)),
     Panel("grad_norm", "Gradient norm (before clipping)", "L2 norm", lines=("grad_norm",)),
 )
+# Drawn from sft_metrics.jsonl (one line per SFT optimiser step), when the run had an SFT stage.
+SFT_PANEL = Panel("sft_loss", "SFT loss (completion tokens)", "NLL / token", lines=("loss",), xlabel="SFT step")
+SFT_METRICS = "sft_metrics.jsonl"
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -132,6 +137,10 @@ def _keys(panel_keys: tuple[str, ...], prefixes: tuple[str, ...], all_keys: list
     return keys
 
 
+def _all_keys(records: list[dict]) -> list[str]:
+    return list(dict.fromkeys(key for record in records for key in record if key != "step"))
+
+
 def _has_data(records: list[dict], key: str) -> bool:
     return any(not math.isnan(v) for v in series(records, key)[1])
 
@@ -169,7 +178,7 @@ def _draw(ax, panel: Panel, records: list[dict], lines: list[str], points: list[
         steps, values = series(records, key)
         ax.plot(steps, values, color=color, linestyle="--", linewidth=1.0, marker="D", markersize=5, label=key)
     ax.set_title(panel.title)
-    ax.set_xlabel("step")
+    ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     drawn_steps = [x for key in (*lines, *points) for x in series(records, key)[0] if not math.isnan(x)]
@@ -185,30 +194,40 @@ def _draw(ax, panel: Panel, records: list[dict], lines: list[str], points: list[
         ax.legend(fontsize="small")
 
 
+def metric_panels(records: list[dict]) -> list[Panel]:
+    """PANELS, with the x axis saying that step 0 is the policy after SFT when the run had an SFT stage."""
+    if any("sft/steps" in record and record.get("step") == 0 for record in records):
+        return [replace(panel, xlabel="GRPO step (0 = after SFT)") for panel in PANELS]
+    return list(PANELS)
+
+
 def make_report(run_dir: Path, *, smoothing: float = 0.6, dpi: int = 110) -> list[Path]:
     """Write `run_dir/report/<panel>.png` for every panel with data, then `summary.png`; returns the paths written."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir / "metrics.jsonl")
-    all_keys = list(dict.fromkeys(key for record in records for key in record if key != "step"))
-    drawn = [(panel, *_panel_keys(panel, records, all_keys)) for panel in PANELS]
-    drawn = [(panel, lines, points) for panel, lines, points in drawn if lines or points]
+    all_keys = _all_keys(records)
+    sources = [(panel, records) for panel in metric_panels(records)]
+    if (run_dir / SFT_METRICS).is_file():
+        sources.insert(0, (SFT_PANEL, read_metrics(run_dir / SFT_METRICS)))
+    drawn = [(panel, rows, *_panel_keys(panel, rows, _all_keys(rows))) for panel, rows in sources]
+    drawn = [(panel, rows, lines, points) for panel, rows, lines, points in drawn if lines or points]
     if not drawn:
         raise ReportError(f"{run_dir / 'metrics.jsonl'}: no plottable metrics (keys: {', '.join(all_keys) or 'none'})")
     out_dir = run_dir / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for panel, lines, points in drawn:
+    for panel, rows, lines, points in drawn:
         wide = _legend_entries(panel, lines, points) > _LEGEND_INSIDE_MAX  # room for the legend beside the axes
         fig = Figure(figsize=(8.8 if wide else 6.4, 4.0), layout="constrained")
-        _draw(fig.subplots(), panel, records, lines, points, smoothing)
+        _draw(fig.subplots(), panel, rows, lines, points, smoothing)
         written.append(out_dir / f"{panel.name}.png")
         fig.savefig(written[-1], dpi=dpi)
     ncols = min(3, len(drawn))
     nrows = math.ceil(len(drawn) / ncols)
     fig = Figure(figsize=(5.2 * ncols, 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (panel, lines, points) in zip(axes, drawn):
-        _draw(ax, panel, records, lines, points, smoothing)
+    for ax, (panel, rows, lines, points) in zip(axes, drawn):
+        _draw(ax, panel, rows, lines, points, smoothing)
     for ax in axes[len(drawn):]:
         ax.set_visible(False)
     fig.suptitle(f"{run_dir.name}: {len(records)} logged line{'' if len(records) == 1 else 's'}", fontweight="bold")

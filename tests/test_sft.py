@@ -54,6 +54,24 @@ def test_completion_only_labels_hand_checked(tokenizer):
     assert tokenizer.decode(example.input_ids[prompt_len:-1]) == " 1+2=3 </think> <answer>3</answer>"
 
 
+def test_chat_template_example_trains_only_the_assistant_turn(tokenizer):
+    """An instruct-style example: the prompt is the tokenizer's chat template (system + user turn + the assistant
+    header), exactly as GRPO renders it; labels cover only the assistant's completion and EOS."""
+    from data.templates import render_prompt
+
+    messages = [{"role": "user", "content": "What is 1 + 2?"}]
+    rendered = render_prompt(messages, tokenizer, template="chat", system_prompt="Be brief.")
+    assert rendered == tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, *messages], tokenize=False, add_generation_prompt=True)
+    completion = "<think> 1+2=3 </think> <answer>3</answer>"
+    example = tokenize_example(messages, completion, tokenizer, template="chat", system_prompt="Be brief.", prefill_think=False)
+    prompt_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # the template writes its own specials
+    assert example.input_ids[: len(prompt_ids)] == prompt_ids
+    assert example.labels == [IGNORE_INDEX] * len(prompt_ids) + example.input_ids[len(prompt_ids) :]
+    assert tokenizer.decode(example.input_ids[len(prompt_ids) : -1]) == completion
+    assert example.input_ids[-1] == tokenizer.eos_token_id
+
+
 def test_too_long_examples_are_dropped_not_cut(tokenizer):
     rows = [{"prompt": "What is 1 + 2?", "completion": "<think> 1+2=3 </think> <answer>3</answer>"},
             {"prompt": "What is 1 + 2?", "completion": "<think> " + "x" * 100 + " </think> <answer>3</answer>"}]

@@ -1,14 +1,28 @@
-"""thinkrl against TRL's GRPOTrainer on CPU: same task, same tiny model, same hyper-parameters, one run, alternating.
+"""thinkrl against TRL's GRPOTrainer on CPU: same task, same model, same hyper-parameters, one run, alternating.
 
     pip install -r benchmarks/requirements.txt        # TRL, pinned
-    python benchmarks/grpo_vs_trl.py                  # ~25-40 min on 2 cores; writes benchmarks/results_grpo_vs_trl.md
+    python benchmarks/grpo_vs_trl.py                  # --task quickstart (default); writes benchmarks/results_grpo_vs_trl.md
+    python benchmarks/grpo_vs_trl.py --task random    # writes benchmarks/results_grpo_vs_trl_random.md
+
+Tasks (`--task`):
+  quickstart  configs/quickstart.yaml's task, from a model that can learn it: the quickstart's SFT model (tiny Qwen2,
+              4 layers, width 128, byte tokenizer, SFT'd on 2-digit addition traces by an imperfect teacher) is built
+              once per workdir with `python -m train --config configs/quickstart.yaml max_steps=0` (~2-7 min; reused
+              while the workdir holds it and the config is unchanged). Prompts, template, rewards and hyper-parameters
+              are read from the YAML with train.config.load_config; the eval set's prompts are removed from the
+              training prompts for both trainers (thinkrl itself then runs with eval.source=null). The YAML's LR warmup
+              is set to 0 on both sides. GRPO raises the reward within a few dozen steps, so the reward columns say
+              whether either trainer learns less.
+  random      a random-init tiny model (2 layers, width 64; seed 0) on the long R1-Zero prompt (~380 tokens): a pure
+              throughput test; its reward is noise around what the format rewards give.
 
 For each setting in {beta 0, beta 0.04} x {num_iterations 1, 2} and each repeat, thinkrl (`python -m train`, its real
 entry point, on a generated YAML) and TRL (benchmarks/trl_grpo_run.py) run one after the other, each in its own
-process, in alternating order (A B, then B A). Both load the same random-init model directory (built here once from
-train.model.build_tiny_model, fixed seed), train on the same synthetic arithmetic prompts (r1_zero template) with the
-same rewards and weights, B prompts x G completions per step in micro-batches of the same size, the same sampler
-settings, loss (dapo, clip 0.2 / 0.28, plain k3 KL), optimiser (AdamW, constant LR, same betas, clipping) and seed.
+process, in alternating order (A B, then B A). Both load the same model directory, train on the same list of prompts
+(thinkrl renders the raw questions with its template; TRL gets the rendered strings, checked to be identical and to
+tokenise identically) with the same reward functions and weights, B prompts x G completions per step in micro-batches
+of the same size, the same sampler settings, loss (dapo, clip 0.2 / 0.28, plain k3 KL), optimiser (AdamW, constant LR,
+same betas, clipping) and seed. The order in which prompts are drawn differs (each trainer's own sampler).
 
 Measured per run, after `--warmup` GRPO steps (a GRPO step = one generation batch and its num_iterations optimiser
 steps; TRL counts optimiser steps, converted here):
@@ -16,7 +30,8 @@ steps; TRL counts optimiser steps, converted here):
                   metrics.jsonl; TRL: its per-step log), polled every 50 ms by this process; includes logging;
   tokens/s        generated completion tokens (up to and including EOS) per wall-clock second over the same steps;
   peak RSS        the child process's maximum resident set size (os.wait4 rusage), i.e. including imports;
-  reward          mean total reward over the last `--reward-window` steps (the weighted sum both trainers log);
+  reward          mean total reward (the weighted sum both trainers log) over the last `--reward-window` steps, and
+                  at step 1 (the starting model's samples, before any update), so the climb is visible;
   CPU s/step      CPU time the trainer process used per GRPO step over the same steps: with 1 thread it barely moves
                   when other jobs compete for the cores, so it is the steadier figure on a shared machine.
 Reported: the median over repeats, and thinkrl/TRL ratios. Repeat r trains with seed r in both trainers.
@@ -35,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -51,12 +67,14 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# The quickstart model (configs/quickstart.yaml) with its byte-level tokenizer (V = 263).
+QUICKSTART_CONFIG = ROOT / "configs" / "quickstart.yaml"
+ATTN_IMPLEMENTATION = "sdpa"
+# --task random: a random-init model (the quickstart's shape before it grew to width 128 / 4 layers) with its
+# byte-level tokenizer (V = 263), on the long R1-Zero prompt.
 MODEL_SHAPE = dict(
     arch="qwen2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
     intermediate_size=128, max_position_embeddings=512, tie_word_embeddings=True,
 )
-ATTN_IMPLEMENTATION = "sdpa"
 DATA_SOURCE = "synthetic:arithmetic?n=1000&seed=0"
 HPARAMS = dict(
     prompts_per_step=4, num_generations=4, max_completion_length=32, temperature=1.0, top_p=1.0, top_k=0,
@@ -64,6 +82,7 @@ HPARAMS = dict(
     epsilon=0.2, epsilon_high=0.28,
 )
 REWARDS = [("arithmetic_accuracy", 1.0), ("format_lenient", 0.5), ("tag_count", 0.25)]
+TASK_DEFAULTS = {"quickstart": dict(steps=20, warmup=2, reward_window=5), "random": dict(steps=10, warmup=2, reward_window=5)}
 SETTINGS = [(0.0, 1), (0.0, 2), (0.04, 1), (0.04, 2)]  # (beta, num_iterations)
 PHASES = ["generation", "rewards", "old/ref log-prob forward", "policy log-prob forward", "backward", "optimizer step"]
 
@@ -76,6 +95,23 @@ class Contender:
 
 
 @dataclass
+class Task:
+    """What both trainers get: one model directory, one prompt list, one set of rewards and hyper-parameters."""
+    name: str  # "quickstart" or "random"
+    model_dir: Path
+    data: dict  # thinkrl's `data` section: source (a JSONL of raw questions + answers), template, system_prompt, ...
+    prompts_file: Path  # TRL's dataset: the same rows with the prompt rendered by the same template
+    num_prompts: int
+    prompt_tokens: tuple[int, int]  # shortest, longest rendered prompt
+    hp: dict
+    rewards: list[tuple[str, float]]
+    vocab: int
+    model_line: str  # for the results file
+    task_line: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunResult:
     contender: str
     beta: float
@@ -85,6 +121,7 @@ class RunResult:
     tokens_per_s: float
     peak_rss_mib: float
     reward: float
+    reward_start: float  # mean total reward at step 1: the starting model's samples, before any update
     load_at_start: float
     foreign_cores: float
     cpu_s_per_step: float  # CPU time (user + system) of the trainer process per GRPO step: robust to other load
@@ -94,53 +131,199 @@ class RunResult:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=10, help="measured GRPO steps per run (after the warmup)")
-    p.add_argument("--warmup", type=int, default=2, help="GRPO steps run first and not timed")
+    p.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="quickstart",
+                   help="quickstart: the quickstart's SFT model on its task (learns); random: random-init model, long prompt")
+    p.add_argument("--steps", type=int, default=None, help="measured GRPO steps per run, after the warmup (quickstart 20, random 10)")
+    p.add_argument("--warmup", type=int, default=None, help="GRPO steps run first and not timed (default 2)")
     p.add_argument("--repeats", type=int, default=2, help="runs per trainer and setting (median reported)")
-    p.add_argument("--reward-window", type=int, default=5, help="reward = mean over this many last steps")
+    p.add_argument("--reward-window", type=int, default=None, help="reward = mean over this many last steps (default 5)")
     p.add_argument("--profile-steps", type=int, default=4, help="measured steps of the profiled runs; 0 skips them")
     p.add_argument("--settings", default="all", help="comma list of beta:num_iterations, e.g. '0:1,0.04:2'; or all")
-    p.add_argument("--hidden-size", type=int, default=MODEL_SHAPE["hidden_size"])
-    p.add_argument("--num-layers", type=int, default=MODEL_SHAPE["num_hidden_layers"])
-    p.add_argument("--max-completion-length", type=int, default=HPARAMS["max_completion_length"])
+    p.add_argument("--hidden-size", type=int, default=None, help=f"--task random only (default {MODEL_SHAPE['hidden_size']})")
+    p.add_argument("--num-layers", type=int, default=None, help=f"--task random only (default {MODEL_SHAPE['num_hidden_layers']})")
+    p.add_argument("--max-completion-length", type=int, default=None,
+                   help=f"default: the task's (quickstart: the YAML's; random: {HPARAMS['max_completion_length']})")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both trainers (default: unset)")
     p.add_argument("--baseline-root", type=Path, default=None,
                    help="also run thinkrl from this checkout (e.g. `git archive HEAD | tar -x -C DIR`), as 'thinkrl@base'")
     p.add_argument("--max-load", type=float, default=1.0, help="wait for the 1-minute load average to drop below this")
     p.add_argument("--max-wait", type=float, default=150.0, help="seconds to wait for --max-load before a run")
-    p.add_argument("--workdir", type=Path, default=Path("/tmp/thinkrl-bench"))
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_grpo_vs_trl.md")
-    return p.parse_args()
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/thinkrl-bench"),
+                   help="scratch directory; keep it between invocations to reuse the quickstart's SFT model")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results file (default benchmarks/results_grpo_vs_trl.md, or ..._random.md for --task random)")
+    args = p.parse_args()
+    for key, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.warmup < 1:
+        p.error("--warmup must be at least 1 (the timing starts at the end of the last warmup step)")
+    if args.task == "quickstart" and (args.hidden_size is not None or args.num_layers is not None):
+        p.error("--hidden-size / --num-layers apply to --task random only (the quickstart's model is fixed by its YAML)")
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / ("results_grpo_vs_trl.md" if args.task == "quickstart" else f"results_grpo_vs_trl_{args.task}.md")
+    return args
 
 
-def prepare(workdir: Path, shape: dict) -> tuple[Path, Path, int]:
-    """The shared model directory and TRL's prompt file (rendered r1_zero text + answer). Returns (model, prompts, V)."""
-    from data import load_prompt_dataset, render_prompt
+def write_prompts(workdir: Path, task: str, rows: list[dict], tokenizer, data: dict) -> tuple[Path, Path, tuple[int, int]]:
+    """The one prompt list, twice: raw questions for thinkrl (which renders them with `data`'s template, as in any
+    run) and the rendered strings for TRL. Checks that both trainers' tokenisations of a rendered prompt agree
+    (thinkrl tokenises r1_zero prompts with add_special_tokens=True, TRL with False) and that all fit
+    data.max_prompt_length (thinkrl would drop the others). Returns (questions file, prompts file, token range)."""
+    from data import render_prompt
+
+    questions_file, prompts_file = workdir / f"{task}_questions.jsonl", workdir / f"{task}_prompts.jsonl"
+    render = {k: data[k] for k in ("template", "system_prompt", "prefill_think")}
+    lengths = []
+    with open(questions_file, "w") as fq, open(prompts_file, "w") as fp:
+        for row in rows:
+            text = render_prompt(row["prompt"], tokenizer, **render)
+            ids = tokenizer(text, add_special_tokens=data["template"] != "chat")["input_ids"]
+            if ids != tokenizer(text, add_special_tokens=False)["input_ids"]:
+                raise RuntimeError("the tokenizer adds special tokens: thinkrl's and TRL's prompt ids would differ")
+            lengths.append(len(ids))
+            fq.write(json.dumps({"prompt": row["prompt"], "answer": row["answer"]}) + "\n")
+            fp.write(json.dumps({"prompt": text, "answer": row["answer"]}) + "\n")
+    if max(lengths) > data["max_prompt_length"]:
+        raise RuntimeError(f"a prompt has {max(lengths)} tokens > data.max_prompt_length {data['max_prompt_length']}")
+    return questions_file, prompts_file, (min(lengths), max(lengths))
+
+
+def prepare_random(workdir: Path, args) -> Task:
+    """A random-init model directory (seed 0) and the long R1-Zero prompts."""
+    from data import load_prompt_dataset
     from train.model import build_byte_tokenizer, build_tiny_model, prepare_tokenizer_for_generation
 
+    hidden = args.hidden_size or MODEL_SHAPE["hidden_size"]
+    shape = {**MODEL_SHAPE, "hidden_size": hidden, "num_hidden_layers": args.num_layers or MODEL_SHAPE["num_hidden_layers"],
+             "intermediate_size": 2 * hidden}
     tokenizer = build_byte_tokenizer()
     prepare_tokenizer_for_generation(tokenizer)
     model = build_tiny_model(tokenizer, **shape, dtype="float32", attn_implementation=ATTN_IMPLEMENTATION, seed=0)
-    model_dir = workdir / "model"
+    model_dir = workdir / "random_model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    dataset = load_prompt_dataset(DATA_SOURCE)
-    prompts_file = workdir / "prompts.jsonl"
-    with open(prompts_file, "w") as f:
-        for row in dataset:
-            text = render_prompt(row["prompt"], tokenizer, template="r1_zero", prefill_think=True)
-            f.write(json.dumps({"prompt": text, "answer": row["answer"]}) + "\n")
-    return model_dir, prompts_file, len(tokenizer)
+    data = {"template": "r1_zero", "system_prompt": None, "prefill_think": True, "max_prompt_length": 512}
+    rows = load_prompt_dataset(DATA_SOURCE).select_columns(["prompt", "answer"]).to_list()
+    questions, prompts, token_range = write_prompts(workdir, "random", rows, tokenizer, data)
+    hp = {**HPARAMS, "max_completion_length": args.max_completion_length or HPARAMS["max_completion_length"]}
+    return Task(
+        "random", model_dir, {**data, "source": str(questions)}, prompts, len(rows), token_range, hp, REWARDS, len(tokenizer),
+        model_line=(f"random-init Qwen2 {shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, intermediate "
+                    f"{shape['intermediate_size']}, {shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV heads, "
+                    f"tied embeddings (train.model.build_tiny_model, seed 0)"),
+        task_line=f"`{DATA_SOURCE}`, r1_zero template with R1-Zero's instruction, `<think>` prefilled",
+        notes=["A random-init model cannot learn arithmetic in a few steps: its reward is noise around what the "
+               "format rewards give, so this task measures speed and memory only."],
+    )
 
 
-def thinkrl_config(model_dir: Path, hp: dict, *, beta: float, num_iterations: int, seed: int, max_steps: int, out: Path) -> dict:
+def sft_command(workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "train", "--config", str(QUICKSTART_CONFIG), "max_steps=0", f"output_dir={workdir}",
+            "run_name=sft", "log.report=false"]
+
+
+def build_sft_model(workdir: Path, cfg, env: dict) -> tuple[Path, str]:
+    """The quickstart's SFT stage, once per workdir: `python -m train --config configs/quickstart.yaml max_steps=0`
+    writes WORKDIR/sft/final_model. Reused when WORKDIR/sft/built.json records the same resolved config.
+    Returns (model directory, a line for the results file)."""
+    from train.config import config_to_dict
+
+    run_dir = workdir / "sft"
+    model_dir, marker = run_dir / "final_model", run_dir / "built.json"
+    digest = hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True).encode()).hexdigest()
+    built = json.loads(marker.read_text()) if marker.exists() else {}
+    if built.get("config_sha256") == digest and (model_dir / "config.json").exists():
+        print(f"quickstart SFT model: reusing {model_dir}", flush=True)
+        return model_dir, built["line"] + " (reused from an earlier invocation with the same workdir and config)"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = sft_command(workdir)
+    print(f"quickstart SFT model: building {model_dir} ({' '.join(cmd[1:])}) ...", flush=True)
+    start = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "sft_build.log", "w") as log:
+        code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0 or not (model_dir / "config.json").exists():
+        raise RuntimeError(f"SFT build exited {code}:\n{(workdir / 'sft_build.log').read_text()[-3000:]}")
+    line = sft_summary(run_dir, time.monotonic() - start, cfg)
+    marker.write_text(json.dumps({"config_sha256": digest, "line": line}))
+    print(f"  {line}", flush=True)
+    return model_dir, line
+
+
+def sft_summary(run_dir: Path, seconds: float, cfg) -> str:
+    """A line for the results file: build time and the SFT model's held-out accuracy (the run's step-0 eval)."""
+    step0 = next((r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step") == 0), {})
+    accuracy = {k: v for k, v in step0.items() if k.startswith("eval/") and ("pass@" in k or "mean@" in k)}
+    held_out = ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in accuracy.items())
+    return (f"SFT model built with `python -m train --config configs/quickstart.yaml max_steps=0` in {seconds:.0f} s"
+            + (f"; its held-out accuracy on the {cfg.eval.limit} eval prompts (pass@1 greedy, the others sampled at "
+               f"temperature {cfg.rollout.temperature}): {held_out}" if held_out else ""))
+
+
+def prepare_quickstart(workdir: Path, args, env: dict) -> Task:
+    """configs/quickstart.yaml's SFT model, training prompts minus its eval prompts, rewards and hyper-parameters."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from data import load_prompt_dataset, render_prompt
+    from train.config import load_config
+
+    cfg = load_config(QUICKSTART_CONFIG)
+    # The harness's fixed choices must agree with the YAML, or the comparison would not be the quickstart's run.
+    expected = {"grpo.loss_type": (cfg.grpo.loss_type, "dapo"), "grpo.scale_rewards": (cfg.grpo.scale_rewards, "group"),
+                "grpo.importance_sampling_level": (cfg.grpo.importance_sampling_level, "token"),
+                "model.dtype": (cfg.model.dtype, "float32"), "model.attn_implementation": (cfg.model.attn_implementation, ATTN_IMPLEMENTATION),
+                "optim.lr_scheduler": (cfg.optim.lr_scheduler, "constant"), "data.template": (cfg.data.template, "r1_zero")}
+    wrong = [f"{k} = {got!r} (harness assumes {want!r})" for k, (got, want) in expected.items() if got != want]
+    if wrong or any(f.kwargs for f in cfg.rewards.functions):
+        raise RuntimeError(f"{QUICKSTART_CONFIG}: " + "; ".join(wrong or ["reward kwargs are not passed to TRL"]))
+    model_dir, sft_line = build_sft_model(workdir, cfg, env)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    data = {"template": cfg.data.template, "system_prompt": cfg.data.system_prompt, "prefill_think": cfg.data.prefill_think,
+            "max_prompt_length": cfg.data.max_prompt_length}
+    render = {k: data[k] for k in ("template", "system_prompt", "prefill_think")}
+    # thinkrl drops training prompts that appear in eval.source (train.main.load_train_and_eval); done here for both.
+    held_out = set()
+    if cfg.eval.source is not None:
+        evaluation = load_prompt_dataset(cfg.eval.source, split=cfg.eval.split, limit=cfg.eval.limit)
+        held_out = {render_prompt(q, tokenizer, **render) for q in evaluation["prompt"]}
+    source = load_prompt_dataset(cfg.data.source, split=cfg.data.split, limit=cfg.data.limit).select_columns(["prompt", "answer"])
+    rows = [row for row in source.to_list() if render_prompt(row["prompt"], tokenizer, **render) not in held_out]
+    questions, prompts, token_range = write_prompts(workdir, "quickstart", rows, tokenizer, data)
+    optim, rollout, grpo = cfg.optim, cfg.rollout, cfg.grpo
+    hp = dict(
+        prompts_per_step=rollout.prompts_per_step, num_generations=rollout.num_generations,
+        max_completion_length=args.max_completion_length or rollout.max_completion_length, temperature=rollout.temperature,
+        top_p=rollout.top_p, top_k=rollout.top_k, micro_batch_size=optim.micro_batch_size, lr=optim.lr,
+        adam_betas=list(optim.adam_betas), adam_eps=optim.adam_eps, weight_decay=optim.weight_decay,
+        max_grad_norm=optim.max_grad_norm, epsilon=grpo.epsilon, epsilon_high=grpo.clip_high,
+    )
+    shape = AutoConfig.from_pretrained(model_dir)
+    tiny = cfg.model.tiny
+    return Task(
+        "quickstart", model_dir, {**data, "source": str(questions)}, prompts, len(rows), token_range, hp,
+        [(f.name, f.weight) for f in cfg.rewards.functions], len(tokenizer),
+        model_line=(f"the quickstart's SFT model: Qwen2 {shape.num_hidden_layers} layers, hidden {shape.hidden_size}, intermediate "
+                    f"{shape.intermediate_size}, {shape.num_attention_heads} heads / {shape.num_key_value_heads} KV heads, "
+                    f"tied embeddings ({'model.tiny in' if tiny else 'from'} configs/quickstart.yaml), SFT'd on "
+                    f"`{cfg.sft.source}` traces with carry_slip {cfg.sft.carry_slip}, {cfg.sft.epochs:g} epochs; {sft_line}"),
+        task_line=(f"`{cfg.data.source}` minus the {len(source) - len(rows)} prompts also in the eval set `{cfg.eval.source}`, "
+                   f"r1_zero template with system prompt {cfg.data.system_prompt!r}"
+                   + (", `<think>` prefilled" if cfg.data.prefill_think else "")),
+        notes=[f"configs/quickstart.yaml warms the LR up over {optim.warmup_steps} steps; both trainers here run it constant "
+               f"from step 1. No held-out evaluation during the timed runs (thinkrl: eval.source=null)."],
+    )
+
+
+def thinkrl_config(task: Task, *, beta: float, num_iterations: int, seed: int, max_steps: int, out: Path) -> dict:
+    hp = task.hp
     return {
-        "model": {"name_or_path": str(model_dir), "dtype": "float32", "attn_implementation": ATTN_IMPLEMENTATION},
-        "data": {"source": DATA_SOURCE, "template": "r1_zero", "max_prompt_length": 512},
+        "model": {"name_or_path": str(task.model_dir), "dtype": "float32", "attn_implementation": ATTN_IMPLEMENTATION},
+        "data": dict(task.data),
         "rollout": {k: hp[k] for k in ("prompts_per_step", "num_generations", "max_completion_length", "temperature", "top_p", "top_k")},
         "grpo": {"loss_type": "dapo", "beta": beta, "epsilon": hp["epsilon"], "epsilon_high": hp["epsilon_high"],
                  "num_iterations": num_iterations, "scale_rewards": "group"},
-        "rewards": {"functions": [{"name": n, "weight": w} for n, w in REWARDS]},
+        "rewards": {"functions": [{"name": n, "weight": w} for n, w in task.rewards]},
         "eval": {"source": None},
         "optim": {"lr": hp["lr"], "micro_batch_size": hp["micro_batch_size"], "warmup_steps": 0, "lr_scheduler": "constant",
                   "adam_betas": hp["adam_betas"], "adam_eps": hp["adam_eps"], "weight_decay": hp["weight_decay"],
@@ -229,8 +412,8 @@ def grpo_steps(records: list[dict], num_iterations: int, kind: str) -> dict[int,
 
 
 def summarise(kind: str, records: list[dict], arrivals: dict[int, tuple[float, float]], *, num_iterations: int, warmup: int,
-              steps: int, completions: int, reward_window: int) -> tuple[float, float, float, float]:
-    """(GRPO steps/s, generated tokens/s, mean reward over the last steps, CPU seconds per step)."""
+              steps: int, completions: int, reward_window: int) -> tuple[float, float, float, float, float]:
+    """(GRPO steps/s, generated tokens/s, mean reward over the last steps, reward at step 1, CPU seconds per step)."""
     merged = grpo_steps(records, num_iterations, kind)
     last_opt = {g: m["last_step"] for g, m in merged.items()}
     if not warmup:
@@ -241,18 +424,19 @@ def summarise(kind: str, records: list[dict], arrivals: dict[int, tuple[float, f
     reward_key = "reward/mean" if kind == "thinkrl" else "reward"
     tokens = sum(merged[g][length_key] * completions for g in measured)
     rewards = [merged[g][reward_key] for g in range(warmup + steps - reward_window + 1, warmup + steps + 1)]
-    return steps / (t1 - t0), tokens / (t1 - t0), statistics.fmean(rewards), (cpu1 - cpu0) / steps
+    return steps / (t1 - t0), tokens / (t1 - t0), statistics.fmean(rewards), merged[1][reward_key], (cpu1 - cpu0) / steps
 
 
-def run_one(contender: Contender, *, beta: float, num_iterations: int, repeat: int, args, model_dir: Path, prompts_file: Path,
-            hp: dict, env: dict, profile: bool) -> RunResult:
+def run_one(contender: Contender, *, beta: float, num_iterations: int, repeat: int, args, task: Task, env: dict,
+            profile: bool) -> RunResult:
     total_steps = args.warmup + (args.profile_steps if profile else args.steps)
-    tag = f"{contender.name.replace('@', '-')}_b{beta}_mu{num_iterations}_r{repeat}{'_prof' if profile else ''}"
+    hp = task.hp
+    tag = f"{task.name}_{contender.name.replace('@', '-')}_b{beta}_mu{num_iterations}_r{repeat}{'_prof' if profile else ''}"
     run_dir = args.workdir / "runs" / tag
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     if contender.kind == "thinkrl":
-        config = thinkrl_config(model_dir, hp, beta=beta, num_iterations=num_iterations, seed=repeat, max_steps=total_steps, out=run_dir / "run")
+        config = thinkrl_config(task, beta=beta, num_iterations=num_iterations, seed=repeat, max_steps=total_steps, out=run_dir / "run")
         config_path = run_dir / "config.yaml"
         import yaml
 
@@ -266,8 +450,8 @@ def run_one(contender: Contender, *, beta: float, num_iterations: int, repeat: i
         cwd = contender.root
     else:
         spec = {
-            "model_dir": str(model_dir), "prompts_file": str(prompts_file), "attn_implementation": ATTN_IMPLEMENTATION,
-            "hparams": {**hp, "beta": beta, "num_iterations": num_iterations}, "rewards": REWARDS, "seed": repeat,
+            "model_dir": str(task.model_dir), "prompts_file": str(task.prompts_file), "attn_implementation": ATTN_IMPLEMENTATION,
+            "hparams": {**hp, "beta": beta, "num_iterations": num_iterations}, "rewards": task.rewards, "seed": repeat,
             "grpo_steps": total_steps, "output_dir": str(run_dir / "trl_out"), "log_file": str(run_dir / "log.jsonl"),
             "profile": profile,
         }
@@ -283,16 +467,16 @@ def run_one(contender: Contender, *, beta: float, num_iterations: int, repeat: i
     records = read_jsonl(metrics_path)
     completions = hp["prompts_per_step"] * hp["num_generations"]
     measured = args.profile_steps if profile else args.steps
-    sps, tps, reward, cpu = summarise(contender.kind, records, arrivals, num_iterations=num_iterations, warmup=args.warmup,
+    sps, tps, reward, reward_start, cpu = summarise(contender.kind, records, arrivals, num_iterations=num_iterations, warmup=args.warmup,
                                  steps=measured, completions=completions, reward_window=min(args.reward_window, measured))
-    result = RunResult(contender.name, beta, num_iterations, repeat, sps, tps, rss, reward, load, foreign, cpu)
+    result = RunResult(contender.name, beta, num_iterations, repeat, sps, tps, rss, reward, reward_start, load, foreign, cpu)
     if profile:
         source = read_jsonl(run_dir / "profile.jsonl") if contender.kind == "thinkrl" else records
         merged = grpo_steps(source, num_iterations, contender.kind)
         steps = [merged[g] for g in range(args.warmup + 1, args.warmup + measured + 1)]
         result.step_s = statistics.fmean(s["time/step_inner"] for s in steps)
         result.profile = {phase: statistics.fmean(s.get(f"profile/{phase}", 0.0) for s in steps) for phase in PHASES}
-    print(f"  {tag}: {sps:.3f} steps/s, {tps:.1f} tok/s, {cpu:.3f} CPU s/step, {rss:.0f} MiB, reward {reward:.3f}, load {load:.2f}, "
+    print(f"  {tag}: {sps:.3f} steps/s, {tps:.1f} tok/s, {cpu:.3f} CPU s/step, {rss:.0f} MiB, reward {reward_start:.3f} -> {reward:.3f}, load {load:.2f}, "
           f"foreign {foreign:.2f} cores", flush=True)
     return result
 
@@ -317,26 +501,30 @@ def fmt_ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
-def report(results: list[RunResult], profiles: list[RunResult], contenders: list[Contender], args, vocab: int, hp: dict,
-           shape: dict, started: str, command: str) -> str:
+def report(results: list[RunResult], profiles: list[RunResult], contenders: list[Contender], args, task: Task,
+           started: str, command: str) -> str:
     med = lambda xs: statistics.median(xs)  # noqa: E731
+    hp = task.hp
     settings = sorted({(r.beta, r.num_iterations) for r in results})
+    window = min(args.reward_window, args.steps)
     lines = [
-        "# thinkrl vs TRL GRPOTrainer on CPU",
+        f"# thinkrl vs TRL GRPOTrainer on CPU: task `{task.name}`",
         "",
         f"- Date: {started} (UTC); machine: {machine()}",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in versions().items())}",
         f"- Command: `{command}`",
-        f"- Model: random-init Qwen2 {shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, intermediate "
-        f"{shape['intermediate_size']}, {shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV heads, tied "
-        f"embeddings, byte-level tokenizer (V = {vocab}), float32, {ATTN_IMPLEMENTATION} attention; one directory loaded by both.",
-        f"- Task: `{DATA_SOURCE}`, r1_zero template (prompts ~380 tokens); rewards "
-        f"{', '.join(f'{n} x{w}' for n, w in REWARDS)}.",
+        f"- Model: {task.model_line}. Byte-level tokenizer (V = {task.vocab}), float32, {ATTN_IMPLEMENTATION} attention; "
+        f"one directory loaded by both trainers.",
+        f"- Task `{task.name}`: {task.task_line}; {task.num_prompts} training prompts of "
+        f"{'-'.join(str(n) for n in sorted(set(task.prompt_tokens)))} tokens, the same strings for both trainers; rewards "
+        f"{' + '.join(f'{n} x{w:g}' for n, w in task.rewards)} (thinkrl's reward functions, also passed to TRL).",
         f"- Hyper-parameters (both): B = {hp['prompts_per_step']} prompts x G = {hp['num_generations']} per step, "
-        f"L <= {hp['max_completion_length']}, temperature {hp['temperature']}, top_p {hp['top_p']}, top_k off, "
+        f"L <= {hp['max_completion_length']}, temperature {hp['temperature']}, top_p {hp['top_p']}, top_k {hp['top_k'] or 'off'}, "
         f"micro-batch {hp['micro_batch_size']} (one optimiser step = all {hp['prompts_per_step'] * hp['num_generations']} completions), "
-        f"loss dapo, epsilon {hp['epsilon']} / {hp['epsilon_high']}, k3 KL without importance-ratio correction, AdamW lr {hp['lr']} constant, betas {tuple(hp['adam_betas'])}, "
-        f"grad clip {hp['max_grad_norm']}, no gradient checkpointing, ZeRO-0 (thinkrl), seed = repeat index.",
+        f"loss dapo, epsilon {hp['epsilon']} / {hp['epsilon_high']}, advantages scaled by the group std, k3 KL without "
+        f"importance-ratio correction, AdamW lr {hp['lr']:g} constant (no warmup), betas {tuple(hp['adam_betas'])}, eps "
+        f"{hp['adam_eps']:g}, weight decay {hp['weight_decay']:g}, grad clip {hp['max_grad_norm']}, no gradient "
+        f"checkpointing, ZeRO-0 (thinkrl), seed = repeat index.",
         f"- Per run: {args.warmup} warmup GRPO steps, then {args.steps} timed; {args.repeats} repeats per trainer and "
         f"setting, alternating order; medians reported. Threads: "
         f"{'OMP_NUM_THREADS=' + str(args.threads) if args.threads else 'torch default (= cores)'}.",
@@ -344,18 +532,22 @@ def report(results: list[RunResult], profiles: list[RunResult], contenders: list
         f"median {med([r.load_at_start for r in results]):.2f}, max {max(r.load_at_start for r in results):.2f} "
         f"(runs wait up to {args.max_wait:.0f} s for < {args.max_load}); CPU used by other processes during the runs: "
         f"median {med([r.foreign_cores for r in results]):.2f} cores, max {max(r.foreign_cores for r in results):.2f}.",
+        *(f"- {note}" for note in task.notes),
         "",
         "A GRPO step = one batch of B x G completions and its num_iterations optimiser steps (TRL's `global_step` "
         "counts optimiser steps). steps/s and tokens/s are wall-clock over the timed steps, logging included. CPU s per "
         "step: CPU time (user + system) the trainer process used per step over the same steps; unlike wall-clock it "
         "hardly moves when other processes compete for the cores (with 1 thread; OpenMP threads spin while waiting). "
-        "Peak RSS is the whole process (Python, torch, imports). Reward = mean total reward over the last "
-        f"{min(args.reward_window, args.steps)} steps.",
+        "Peak RSS is the whole process (Python, torch, imports). Reward: mean total (weighted) reward of the B x G "
+        f"completions of a step; 'at step 1' is the starting model's samples (before any update), 'last {window}' the mean "
+        f"over steps {args.warmup + args.steps - window + 1}-{args.warmup + args.steps}. Each trainer draws its prompts "
+        "in its own order, so per-step rewards differ by sampling noise even at equal quality.",
         "",
         "## Results (median over repeats)",
         "",
-        "| beta | num_iterations | trainer | GRPO steps/s | generated tokens/s | CPU s per step | peak RSS (MiB) | reward (last steps) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| beta | num_iterations | trainer | GRPO steps/s | generated tokens/s | CPU s per step | peak RSS (MiB) | "
+        f"reward at step 1 | reward (last {window} steps) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     table: dict[tuple, dict[str, float]] = {}
     for beta, mu in settings:
@@ -363,12 +555,12 @@ def report(results: list[RunResult], profiles: list[RunResult], contenders: list
             rs = [r for r in results if (r.beta, r.num_iterations, r.contender) == (beta, mu, c.name)]
             if not rs:
                 continue
-            row = {k: med([getattr(r, k) for r in rs]) for k in ("steps_per_s", "tokens_per_s", "cpu_s_per_step", "peak_rss_mib", "reward")}
+            row = {k: med([getattr(r, k) for r in rs]) for k in ("steps_per_s", "tokens_per_s", "cpu_s_per_step", "peak_rss_mib", "reward_start", "reward")}
             table[(beta, mu, c.name)] = row
             lines.append(f"| {beta} | {mu} | {c.name} | {row['steps_per_s']:.3f} | {row['tokens_per_s']:.1f} | "
-                         f"{row['cpu_s_per_step']:.3f} | {row['peak_rss_mib']:.0f} | {row['reward']:.3f} |")
+                         f"{row['cpu_s_per_step']:.3f} | {row['peak_rss_mib']:.0f} | {row['reward_start']:.3f} | {row['reward']:.3f} |")
     lines += ["", "## Ratios (thinkrl / TRL)", "",
-              "| beta | num_iterations | trainer | steps/s | tokens/s | steps per CPU-second | peak RSS | reward difference |",
+              f"| beta | num_iterations | trainer | steps/s | tokens/s | steps per CPU-second | peak RSS | reward difference (last {window} steps) |",
               "|---|---|---|---|---|---|---|---|"]
     for beta, mu in settings:
         trl = table.get((beta, mu, "trl"))
@@ -396,10 +588,10 @@ def report(results: list[RunResult], profiles: list[RunResult], contenders: list
                   "`engine.backward` / `accelerator.backward`; optimizer step: `engine.step` / clip + `AdamW.step`; "
                   "other: data, tokenisation, advantages, loss, metrics, framework overhead inside the step."]
     lines += ["", "## Every timed run", "", "| beta | num_iterations | trainer | repeat | steps/s | tokens/s | CPU s/step | peak RSS (MiB) | "
-              "reward | load at start | foreign cores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "reward at step 1 | reward (last steps) | load at start | foreign cores |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.beta} | {r.num_iterations} | {r.contender} | {r.repeat} | {r.steps_per_s:.3f} | {r.tokens_per_s:.1f} | {r.cpu_s_per_step:.3f} | "
-                     f"{r.peak_rss_mib:.0f} | {r.reward:.3f} | {r.load_at_start:.2f} | {r.foreign_cores:.2f} |")
+                     f"{r.peak_rss_mib:.0f} | {r.reward_start:.3f} | {r.reward:.3f} | {r.load_at_start:.2f} | {r.foreign_cores:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -408,34 +600,29 @@ def main() -> None:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     script = Path(sys.argv[0]).resolve()
     command = " ".join(["python", str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script), *sys.argv[1:]])
-    shape = {**MODEL_SHAPE, "hidden_size": args.hidden_size, "num_hidden_layers": args.num_layers,
-             "intermediate_size": 2 * args.hidden_size}
-    hp = {**HPARAMS, "max_completion_length": args.max_completion_length}
     settings = SETTINGS if args.settings == "all" else [(float(b), int(m)) for b, m in (s.split(":") for s in args.settings.split(","))]
     args.workdir.mkdir(parents=True, exist_ok=True)
-    model_dir, prompts_file, vocab = prepare(args.workdir, shape)
-    contenders = [Contender("thinkrl", "thinkrl", ROOT), Contender("trl", "trl", ROOT)]
-    if args.baseline_root is not None:
-        contenders.insert(1, Contender("thinkrl@base", "thinkrl", args.baseline_root.resolve()))
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled",
            "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
+    task = prepare_quickstart(args.workdir, args, env) if args.task == "quickstart" else prepare_random(args.workdir, args)
+    contenders = [Contender("thinkrl", "thinkrl", ROOT), Contender("trl", "trl", ROOT)]
+    if args.baseline_root is not None:
+        contenders.insert(1, Contender("thinkrl@base", "thinkrl", args.baseline_root.resolve()))
     results, profiles = [], []
     for repeat in range(args.repeats):
         for beta, mu in settings:
             order = contenders if repeat % 2 == 0 else contenders[::-1]
             print(f"repeat {repeat}, beta {beta}, num_iterations {mu}", flush=True)
             for c in order:
-                results.append(run_one(c, beta=beta, num_iterations=mu, repeat=repeat, args=args, model_dir=model_dir,
-                                       prompts_file=prompts_file, hp=hp, env=env, profile=False))
+                results.append(run_one(c, beta=beta, num_iterations=mu, repeat=repeat, args=args, task=task, env=env, profile=False))
     if args.profile_steps:
         for beta, mu in settings:
             print(f"profile, beta {beta}, num_iterations {mu}", flush=True)
             for c in contenders:
-                profiles.append(run_one(c, beta=beta, num_iterations=mu, repeat=0, args=args, model_dir=model_dir,
-                                        prompts_file=prompts_file, hp=hp, env=env, profile=True))
-    text = report(results, profiles, contenders, args, vocab, hp, shape, started, command)
+                profiles.append(run_one(c, beta=beta, num_iterations=mu, repeat=0, args=args, task=task, env=env, profile=True))
+    text = report(results, profiles, contenders, args, task, started, command)
     args.out.write_text(text)
     print("\n" + text)
     print(f"written to {args.out}")

@@ -116,11 +116,11 @@ def test_two_ranks_zero3_sft_then_grpo(tmp_path):
 @pytest.mark.slow
 def test_quickstart_meets_its_learning_bar(tmp_path):
     """The README's quickstart as shipped (~3 min on 2 cores): held-out greedy accuracy after GRPO is at least twice
-    the after-SFT accuracy and at least 15 points higher (measured: 0.34 -> 0.955)."""
+    the after-SFT accuracy and at least 15 points higher (measured: 0.34 -> 0.95)."""
     result = run_train(["--config", str(QUICKSTART), f"output_dir={tmp_path}", "run_name=qs"], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_jsonl(tmp_path / "qs" / "metrics.jsonl")
     after_sft, after_grpo = records[0]["eval/pass@1"], records[-1]["eval/pass@1"]
-    assert records[0]["step"] == 0 and records[-1]["step"] == 40
+    assert records[0]["step"] == 0 and records[-1]["step"] == 60
     assert after_grpo >= 2 * after_sft and after_grpo >= after_sft + 0.15, (after_sft, after_grpo)
     assert sorted(p.name for p in (tmp_path / "qs" / "report").glob("*.png"))[:2] == ["accuracy.png", "completion_length.png"]

@@ -20,6 +20,7 @@ import inspect
 import torch
 
 from train.batch import RolloutBatch
+from train.logprobs import position_ids_from_mask
 
 # generation_config fields with which HF `generate` changes the sampling distribution beyond temperature/top-k/top-p
 # (which we always pass explicitly) or decodes differently (beams), each with the values that leave it inactive. A
@@ -135,7 +136,7 @@ def _sample_with_cache(
     cache_kwarg, takes_logits_to_keep = _forward_kwargs(model)
     cache = _new_cache(model)
     extra = {cache_kwarg: cache, **({"logits_to_keep": 1} if takes_logits_to_keep else {})}
-    positions = (prompt_mask.long().cumsum(dim=-1) - 1).clamp(min=0)  # [B, P]
+    positions = position_ids_from_mask(prompt_mask)  # [B, P]: the positions the log-prob forward recomputes
     logits = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, **extra).logits
     cache.batch_repeat_interleave(num_generations)
     prompt_mask, positions = prompt_mask.repeat_interleave(num_generations, dim=0), positions.repeat_interleave(num_generations, dim=0)

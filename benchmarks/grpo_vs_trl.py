@@ -171,6 +171,7 @@ def write_prompts(workdir: Path, task: str, rows: list[dict], tokenizer, data: d
     (thinkrl tokenises r1_zero prompts with add_special_tokens=True, TRL with False) and that all fit
     data.max_prompt_length (thinkrl would drop the others). Returns (questions file, prompts file, token range)."""
     from data import render_prompt
+    from data.prompts import encode_prompt
 
     questions_file, prompts_file = workdir / f"{task}_questions.jsonl", workdir / f"{task}_prompts.jsonl"
     render = {k: data[k] for k in ("template", "system_prompt", "prefill_think")}
@@ -178,7 +179,7 @@ def write_prompts(workdir: Path, task: str, rows: list[dict], tokenizer, data: d
     with open(questions_file, "w") as fq, open(prompts_file, "w") as fp:
         for row in rows:
             text = render_prompt(row["prompt"], tokenizer, **render)
-            ids = tokenizer(text, add_special_tokens=data["template"] != "chat")["input_ids"]
+            ids = encode_prompt(text, tokenizer, template=data["template"])
             if ids != tokenizer(text, add_special_tokens=False)["input_ids"]:
                 raise RuntimeError("the tokenizer adds special tokens: thinkrl's and TRL's prompt ids would differ")
             lengths.append(len(ids))
@@ -282,7 +283,7 @@ def prepare_quickstart(workdir: Path, args, env: dict) -> Task:
     data = {"template": cfg.data.template, "system_prompt": cfg.data.system_prompt, "prefill_think": cfg.data.prefill_think,
             "max_prompt_length": cfg.data.max_prompt_length}
     render = {k: data[k] for k in ("template", "system_prompt", "prefill_think")}
-    # thinkrl drops training prompts that appear in eval.source (train.main.load_train_and_eval); done here for both.
+    # thinkrl drops training prompts that appear in eval.source (train.builders.load_train_and_eval); done here for both.
     held_out = set()
     if cfg.eval.source is not None:
         evaluation = load_prompt_dataset(cfg.eval.source, split=cfg.eval.split, limit=cfg.eval.limit)
@@ -296,7 +297,7 @@ def prepare_quickstart(workdir: Path, args, env: dict) -> Task:
         max_completion_length=args.max_completion_length or rollout.max_completion_length, temperature=rollout.temperature,
         top_p=rollout.top_p, top_k=rollout.top_k, micro_batch_size=optim.micro_batch_size, lr=optim.lr,
         adam_betas=list(optim.adam_betas), adam_eps=optim.adam_eps, weight_decay=optim.weight_decay,
-        max_grad_norm=optim.max_grad_norm, epsilon=grpo.epsilon, epsilon_high=grpo.clip_high,
+        max_grad_norm=optim.max_grad_norm, epsilon=grpo.epsilon, epsilon_high=grpo.epsilon_high,
     )
     shape = AutoConfig.from_pretrained(model_dir)
     tiny = cfg.model.tiny

@@ -1,6 +1,8 @@
 """Prompt data: load any source into ``prompt``/``answer`` rows, render templates, generate synthetic tasks, sample.
 
-``data.sources``   load_prompt_dataset, train_eval_split, DATA_FORMATS
+``data.sources``   load_prompt_dataset, DATA_FORMATS
+``data.prompts``   prepare_prompt, prepare_prompts, encode_prompt (the one render + tokenise + length policy)
+``data.sft_examples`` SFT examples, packing, collation, block-causal mask
 ``data.templates`` render_prompt, TEMPLATES, R1_ZERO_INSTRUCTION
 ``data.synthetic`` make_countdown, make_arithmetic, make_gsm8k_style, make_synthetic, SYNTHETIC_KINDS,
                    exclude_questions, write_dataset, read_rows   (CLI: ``python -m data.synthetic --help``)
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below imports on first use
     from data.sampler import PromptSampler
-    from data.sources import DATA_FORMATS, load_prompt_dataset, train_eval_split
+    from data.prompts import encode_prompt, prepare_prompt, prepare_prompts
+    from data.sources import DATA_FORMATS, load_prompt_dataset
     from data.synthetic import (
         SYNTHETIC_KINDS,
         exclude_questions,
@@ -33,7 +36,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below i
 
 _EXPORTS = {
     "load_prompt_dataset": "data.sources",
-    "train_eval_split": "data.sources",
+    "prepare_prompt": "data.prompts",
+    "prepare_prompts": "data.prompts",
+    "encode_prompt": "data.prompts",
     "DATA_FORMATS": "data.sources",
     "render_prompt": "data.templates",
     "TEMPLATES": "data.templates",

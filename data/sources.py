@@ -17,14 +17,13 @@
   clear error below.
 
 Splits: a single table (one file, a glob, a saved ``Dataset``, a synthetic source) *is* the data, and ``split`` is not
-used for it; give the eval data as its own file, or cut one with :func:`train_eval_split`. Sources with named splits
+used for it; give the eval data as its own file (`eval.source`). Sources with named splits
 (a saved ``DatasetDict``, a directory, a hub dataset) must have ``split``, or a ``ValueError`` lists the ones they have.
 """
 
 from __future__ import annotations
 
 import glob as globlib
-import json
 import os
 from pathlib import Path
 from collections.abc import Callable
@@ -94,36 +93,6 @@ def load_prompt_dataset(
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     return ds
-
-
-def train_eval_split(
-    ds: datasets.Dataset, eval_size: int | float, seed: int, *, dedupe: bool = True
-) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """Cut a seeded, shuffled eval set off a single-split dataset. Returns ``(train, eval)``.
-
-    ``eval_size`` is a row count (int) or a fraction of ``len(ds)`` (float in (0, 1)). With ``dedupe`` (default) eval
-    rows whose ``prompt`` also occurs in train are dropped, so eval is never scored on a question the policy trained on
-    (synthetic generators can repeat small questions, and scraped sets contain duplicates); eval may then come out
-    smaller than ``eval_size``.
-    """
-    n = len(ds)
-    if isinstance(eval_size, float):
-        if not 0.0 < eval_size < 1.0:
-            raise ValueError(f"a float eval_size is a fraction and must be in (0, 1), got {eval_size}")
-        n_eval = max(1, round(n * eval_size))
-    else:
-        n_eval = eval_size
-    if not 0 < n_eval < n:
-        raise ValueError(f"eval_size={eval_size} gives {n_eval} eval rows of {n}; need 0 < eval rows < {n}")
-
-    split = ds.train_test_split(test_size=n_eval, shuffle=True, seed=seed)
-    train, evaluation = split["train"], split["test"]
-    if dedupe and "prompt" in ds.column_names:
-        seen = {_hashable(p) for p in train["prompt"]}
-        keep = [i for i, p in enumerate(evaluation["prompt"]) if _hashable(p) not in seen]
-        if len(keep) < len(evaluation):
-            evaluation = evaluation.select(keep)
-    return train, evaluation
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -283,7 +252,3 @@ def _check_prompt_feature(feature, source: str, column: str) -> None:
         f"prompt column {column!r} in {source!r} must hold strings or lists of {{'role', 'content'}} chat messages, "
         f"got {feature}"
     )
-
-
-def _hashable(prompt: str | list[dict]) -> str:
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)

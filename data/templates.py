@@ -9,17 +9,16 @@ Templates (:data:`TEMPLATES`):
   instruct models.
 * ``plain``: the question as is, with the system prompt (if any) and a blank line on top.
 
-``prefill_think`` (default ``False``) ends the prompt with an opened ``<think>`` tag, as TinyZero's countdown prompt
+``prefill_think`` ends the prompt with an opened ``<think>`` tag, as TinyZero's countdown prompt
 (Jiayi Pan, TinyZero ``examples/data_preprocess/countdown.py`` at f36b1b8: ``...Assistant: Let me solve this step by
 step.\\n<think>``) and Dr. GRPO's r1 template (sail-sg/understand-r1-zero ``train_zero_math.py::apply_r1_template`` at
 14046dc: ``\\nAssistant: <think>``) do. It makes a base model start reasoning at once, but the completion then
 begins *inside* the think block and has no opening ``<think>``: a format reward must prepend ``"<think>"`` to the
 completion before matching ``<think>...</think>``.
-The default leaves the prompt exactly as in the paper, so the completion carries the whole tag structure.
+It has no default here: the config's ``data.prefill_think`` (default ``True``) is the one place that chooses it.
+``False`` leaves the prompt exactly as in the paper, so the completion carries the whole tag structure.
 
-Tokenising the result: a chat template usually writes the BOS token itself (e.g. Llama's ``{{ bos_token }}``), so
-tokenise ``chat`` prompts with ``add_special_tokens=False``; ``r1_zero`` / ``plain`` prompts have none and want the
-tokenizer's default special tokens.
+Tokenising the result is :mod:`data.prompts`'s job (one rule for GRPO, SFT and evaluation).
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ def render_prompt(
     *,
     template: str,
     system_prompt: str | None = None,
-    prefill_think: bool = False,
+    prefill_think: bool,
 ) -> str:
     """Render one prompt (see module docstring for the templates).
 

@@ -96,7 +96,7 @@ def run_case(
     from train.model import build_byte_tokenizer, build_engine, build_tiny_model, deepspeed_config
     from train.update import policy_update
 
-    from conftest import TINY_SHAPE
+    from helpers import TINY_SHAPE
 
     tokenizer = build_byte_tokenizer()
     model = build_tiny_model(tokenizer, **TINY_SHAPE, dtype=dtype, attn_implementation="eager", seed=1)
@@ -162,15 +162,14 @@ def generation_case(gather: bool, *, rank: int, world_size: int) -> dict:
     whether the sampled tokens equal those of an unsharded copy of the model under the same seed."""
     from train.batch import TrainBatch
     from train.model import (
-        build_byte_tokenizer, build_engine, build_tiny_model, deepspeed_config, prepare_tokenizer_for_generation,
+        build_byte_tokenizer, build_engine, build_tiny_model, deepspeed_config,
     )
-    from train.rollout import generate_rollouts, generation_model
+    from train.rollout import generate_rollouts, generation_model, synced_generation
     from train.update import policy_update
 
-    from conftest import TINY_SHAPE
+    from helpers import TINY_SHAPE, encode_prompts
 
     tokenizer = build_byte_tokenizer()
-    prepare_tokenizer_for_generation(tokenizer)
     plain = build_tiny_model(tokenizer, **TINY_SHAPE, dtype="float32", attn_implementation="eager", seed=1)
     model = build_tiny_model(tokenizer, **TINY_SHAPE, dtype="float32", attn_implementation="eager", seed=1)
     config = deepspeed_config(zero_stage=3, micro_batch_size=2, grad_accum_steps=2, world_size=world_size, max_grad_norm=1.0,
@@ -180,16 +179,16 @@ def generation_case(gather: bool, *, rank: int, world_size: int) -> dict:
                           total_steps=1, schedule="constant")
     kwargs = dict(num_generations=2, max_completion_length=1 if rank == 0 else GEN_TOKENS, temperature=1.0, top_p=1.0,
                   top_k=0, device=torch.device("cpu"))
-    prompts = ["12+30=", "7*6="]
+    prompts = encode_prompts(tokenizer, ["12+30=", "7*6="])
     torch.manual_seed(100 + rank)
     expected = generate_rollouts(plain, tokenizer, prompts, **kwargs)
     with _count_collectives() as on_entry:
-        context = generation_model(engine, zero_stage=3, gather_zero3_params=gather)
+        context = generation_model(engine, gather_zero3_params=gather)
         policy = context.__enter__()
     torch.manual_seed(100 + rank)
     with _count_collectives() as during:
         # Lock-step on several ranks under ZeRO-3, also with the weights gathered (see the module docstring).
-        rollout = generate_rollouts(policy, tokenizer, prompts, **kwargs, synced_gpus=world_size > 1)
+        rollout = generate_rollouts(policy, tokenizer, prompts, **kwargs, synced_gpus=synced_generation(engine))
     context.__exit__(None, None, None)
     batch = TrainBatch(rollout.input_ids, rollout.attention_mask, rollout.completion_mask.float(),
                        torch.tensor([1.0, -1.0, 0.5, -0.5]), old_logprobs=None, ref_logprobs=None)

@@ -6,8 +6,8 @@ import torch
 from train.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
 from train.model import build_engine, deepspeed_config
 
-from conftest import make_tiny_model
-from test_grad_accum import N, make_batch, run_update
+from helpers import make_tiny_model
+from helpers import N, make_batch, run_update
 
 
 def make_engine(tokenizer, seed=0):

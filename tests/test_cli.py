@@ -1,65 +1,14 @@
 """End to end through the command line: `python -m train` on configs/smoke.yaml, and bad input."""
 
-import json
-import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "configs" / "smoke.yaml"
+from helpers import REPO, SMOKE, assert_trained_run, read_jsonl, run_train
 
-
-def run_train(args, *, cwd=REPO, timeout=600, launcher=None):
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
-    command = (launcher or [sys.executable]) + ["-m", "train", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def initial_tiny_weights(cfg_tiny, seed):
-    from train.model import build_byte_tokenizer, build_tiny_model
-
-    model = build_tiny_model(build_byte_tokenizer(), **cfg_tiny, dtype="float32", attn_implementation="sdpa", seed=seed)
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def assert_trained_run(run_dir: Path, steps: int):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from train.config import load_config
-
-    assert (run_dir / "config.yaml").is_file()
-    cfg = load_config(run_dir / "config.yaml")  # the resolved config is itself a valid experiment file
-    records = read_jsonl(run_dir / "metrics.jsonl")
-    metrics = [m for m in records if m["step"] > 0]  # step 0: the held-out evaluation before training
-    assert [m["step"] for m in metrics] == list(range(1, steps + 1))
-    for record in metrics:
-        for key in ("loss", "reward/mean", "accuracy", "completion_length/mean", "clip_ratio/region_mean", "entropy",
-                    "grad_norm", "time/step", "tokens_per_second", "zero_std_fraction", "lr"):
-            assert key in record, key
-        assert math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])
-        for item in cfg.rewards.functions:
-            assert f"rewards/{item.name}" in record and f"reward_failures/{item.name}" in record
-    assert any(record["grad_norm"] > 0 for record in metrics)
-    samples = read_jsonl(run_dir / "samples.jsonl")
-    assert samples and {"step", "prompt", "completion", "reward"} <= set(samples[0])
-    # The exported policy loads with from_pretrained and every trainable parameter moved away from the init.
-    model = AutoModelForCausalLM.from_pretrained(run_dir / "final_model")
-    AutoTokenizer.from_pretrained(run_dir / "final_model")
-    initial = initial_tiny_weights(cfg.model.tiny.model_dump(), cfg.seed)
-    unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), initial[n])]
-    assert not unchanged, f"parameters that did not train: {unchanged}"
-    return metrics
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def test_defaults_and_overrides_with_types(tmp_path):
     path = write(tmp_path, MINIMAL)
     cfg = load_config(path, ["grpo.beta=0.04", "rollout.num_generations=8", "grpo.epsilon_high=0.28", "log.wandb.tags=[a, b]", "optim.micro_batch_size=8"])
     assert cfg.grpo.beta == 0.04 and cfg.rollout.num_generations == 8
-    assert cfg.grpo.clip_high == 0.28 and load_config(path).grpo.clip_high == cfg.grpo.epsilon
+    assert cfg.grpo.epsilon_high == 0.28 and load_config(path).grpo.epsilon_high == cfg.grpo.epsilon
     assert cfg.log.wandb.tags == ["a", "b"]
     assert config_to_dict(cfg)["grpo"]["beta"] == 0.04
 

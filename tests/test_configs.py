@@ -5,7 +5,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from data.synthetic import make_countdown, make_gsm8k_style, write_dataset
-from test_cli import REPO, read_jsonl, run_train
+from helpers import REPO, read_jsonl, run_train
 
 TINY_RUN = [
     "model.name_or_path=null", "model.tiny={}", "model.dtype=float32", "model.gradient_checkpointing=false",

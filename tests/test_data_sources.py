@@ -9,7 +9,7 @@ import datasets
 import huggingface_hub.constants
 import pytest
 
-from data.sources import DATA_FORMATS, load_prompt_dataset, train_eval_split
+from data.sources import DATA_FORMATS, load_prompt_dataset
 from data.synthetic import make_arithmetic, make_countdown, write_dataset
 
 ROWS = [
@@ -191,26 +191,6 @@ def test_synthetic_source_passes_generator_options():
 def test_bad_synthetic_sources(source, match):
     with pytest.raises(ValueError, match=match):
         load_prompt_dataset(source)
-
-
-def test_train_eval_split_is_seeded_disjoint_and_dedupes():
-    ds = datasets.Dataset.from_list([{"prompt": f"q{i}", "answer": str(i)} for i in range(100)])
-    train, evaluation = train_eval_split(ds, 10, seed=0)
-    assert (len(train), len(evaluation)) == (90, 10)
-    assert not set(train["prompt"]) & set(evaluation["prompt"])
-    assert train_eval_split(ds, 10, seed=0)[1]["prompt"] == evaluation["prompt"]
-    assert train_eval_split(ds, 10, seed=1)[1]["prompt"] != evaluation["prompt"]
-    assert len(train_eval_split(ds, 0.25, seed=0)[1]) == 25
-
-    # 50 copies of one question: whichever eval rows hold it also occur in train and are dropped.
-    dup = datasets.Dataset.from_list([{"prompt": "same" if i % 2 else f"q{i}", "answer": "1"} for i in range(100)])
-    train, evaluation = train_eval_split(dup, 20, seed=0)
-    assert "same" not in evaluation["prompt"] and len(evaluation) < 20
-    assert len(train_eval_split(dup, 20, seed=0, dedupe=False)[1]) == 20
-
-    for bad in (0, 100, 1.5):
-        with pytest.raises(ValueError):
-            train_eval_split(ds, bad, seed=0)
 
 
 def test_written_json_array_is_valid_json(tmp_path):

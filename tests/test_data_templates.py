@@ -33,24 +33,24 @@ def _tokenizer(chat_template: str | None = CHAT_TEMPLATE) -> PreTrainedTokenizer
 
 def test_r1_zero_is_the_paper_template():
     assert R1_ZERO_INSTRUCTION + " User: {q}. Assistant:" == PAPER_TEXT
-    assert render_prompt("Add 2 and 3", None, template="r1_zero") == PAPER_TEXT.format(q="Add 2 and 3")
+    assert render_prompt("Add 2 and 3", None, template="r1_zero", prefill_think=False) == PAPER_TEXT.format(q="Add 2 and 3")
     # Our one deviation: no "." after a question that already ends a sentence.
-    assert render_prompt("What is 2 + 3? ", None, template="r1_zero").endswith(" User: What is 2 + 3? Assistant:")
+    assert render_prompt("What is 2 + 3? ", None, template="r1_zero", prefill_think=False).endswith(" User: What is 2 + 3? Assistant:")
 
 
 def test_r1_zero_prefill_and_system_prompt():
     prompt = render_prompt("Add 2 and 3", None, template="r1_zero", prefill_think=True)
     assert prompt == PAPER_TEXT.format(q="Add 2 and 3") + " <think>"
-    custom = render_prompt("Add 2 and 3", None, template="r1_zero", system_prompt="Answer in <answer> tags.")
+    custom = render_prompt("Add 2 and 3", None, template="r1_zero", system_prompt="Answer in <answer> tags.", prefill_think=False)
     assert custom == "Answer in <answer> tags. User: Add 2 and 3. Assistant:"
 
 
 def test_chat_renders_through_the_tokenizer_template():
     tokenizer = _tokenizer()
-    assert render_prompt("What is 2 + 3?", tokenizer, template="chat") == (
+    assert render_prompt("What is 2 + 3?", tokenizer, template="chat", prefill_think=False) == (
         "<|user|>\nWhat is 2 + 3?</s>\n<|assistant|>\n"
     )
-    assert render_prompt("What is 2 + 3?", tokenizer, template="chat", system_prompt="Think.") == (
+    assert render_prompt("What is 2 + 3?", tokenizer, template="chat", system_prompt="Think.", prefill_think=False) == (
         "<|system|>\nThink.</s>\n<|user|>\nWhat is 2 + 3?</s>\n<|assistant|>\n"
     )
     assert render_prompt("What is 2 + 3?", tokenizer, template="chat", prefill_think=True).endswith(
@@ -65,26 +65,26 @@ def test_chat_accepts_messages_and_prepends_the_system_prompt():
         {"role": "assistant", "content": "yo"},
         {"role": "user", "content": "2+3?"},
     ]
-    assert render_prompt(messages, tokenizer, template="chat", system_prompt="S") == (
+    assert render_prompt(messages, tokenizer, template="chat", system_prompt="S", prefill_think=False) == (
         "<|system|>\nS</s>\n<|user|>\nhi</s>\n<|assistant|>\nyo</s>\n<|user|>\n2+3?</s>\n<|assistant|>\n"
     )
     assert messages[0] == {"role": "user", "content": "hi"}  # the caller's list is not modified
     with_system = [{"role": "system", "content": "A"}, {"role": "user", "content": "q"}]
-    assert render_prompt(with_system, tokenizer, template="chat").startswith("<|system|>\nA</s>")
+    assert render_prompt(with_system, tokenizer, template="chat", prefill_think=False).startswith("<|system|>\nA</s>")
     with pytest.raises(ValueError, match="already start with a system message"):
-        render_prompt(with_system, tokenizer, template="chat", system_prompt="B")
+        render_prompt(with_system, tokenizer, template="chat", system_prompt="B", prefill_think=False)
 
 
 def test_chat_without_a_chat_template_is_a_clear_error():
     with pytest.raises(ValueError, match="needs a tokenizer with a chat_template"):
-        render_prompt("q", _tokenizer(chat_template=None), template="chat")
+        render_prompt("q", _tokenizer(chat_template=None), template="chat", prefill_think=False)
     with pytest.raises(ValueError, match="needs a tokenizer with a chat_template"):
-        render_prompt("q", None, template="chat")
+        render_prompt("q", None, template="chat", prefill_think=False)
 
 
 def test_plain():
-    assert render_prompt("What is 2 + 3?", None, template="plain") == "What is 2 + 3?"
-    assert render_prompt("What is 2 + 3?", None, template="plain", system_prompt="Be brief.") == (
+    assert render_prompt("What is 2 + 3?", None, template="plain", prefill_think=False) == "What is 2 + 3?"
+    assert render_prompt("What is 2 + 3?", None, template="plain", system_prompt="Be brief.", prefill_think=False) == (
         "Be brief.\n\nWhat is 2 + 3?"
     )
     assert render_prompt("q", None, template="plain", prefill_think=True) == "q\n<think>"
@@ -92,15 +92,15 @@ def test_plain():
 
 def test_non_chat_templates_take_a_single_user_message_only():
     single = [{"role": "user", "content": "Add 2 and 3"}]
-    assert render_prompt(single, None, template="r1_zero") == PAPER_TEXT.format(q="Add 2 and 3")
+    assert render_prompt(single, None, template="r1_zero", prefill_think=False) == PAPER_TEXT.format(q="Add 2 and 3")
     two = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
     with pytest.raises(ValueError, match="use template='chat'"):
-        render_prompt(two, None, template="plain")
+        render_prompt(two, None, template="plain", prefill_think=False)
     with pytest.raises(ValueError, match="list of"):
-        render_prompt([{"text": "q"}], None, template="plain")
+        render_prompt([{"text": "q"}], None, template="plain", prefill_think=False)
 
 
 def test_unknown_template_lists_the_known_ones():
     with pytest.raises(ValueError) as err:
-        render_prompt("q", None, template="llama")
+        render_prompt("q", None, template="llama", prefill_think=False)
     assert all(name in str(err.value) for name in TEMPLATES)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import SMOKE, assert_trained_run, read_jsonl, run_train
+from helpers import SMOKE, assert_trained_run, read_jsonl, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_torchrun_two_ranks(tmp_path, zero_stage):
 
 @pytest.fixture(scope="module")
 def generation(tmp_path_factory):
-    from test_equivalence import TORCHRUN, _launch
+    from helpers import TORCHRUN, launch_worker as _launch
 
     return _launch(TORCHRUN, tmp_path_factory.mktemp("generation") / "world2", ["generate:gather", "generate:synced"])
 

@@ -9,17 +9,13 @@ gradient clipping is active, so equal final weights mean equal gradient directio
 step; the gradient norm, compared separately, pins their scale.
 """
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "equivalence_worker.py"
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+from helpers import TORCHRUN, launch_worker
+
 # Case names are the worker's STAGE:MICRO_BATCH_SIZE[:FLAG...] arguments (flags: see equivalence_worker.FLAGS). With
 # 2 ranks each holds 4 rows: "4" is one micro-batch of 4 (1x4), "1" four micro-batches of 1 (4x1). One process holds 8.
 ONE_PROCESS = ["0:8", "3:2", "0:8:bf16"]
@@ -36,27 +32,12 @@ WEIGHT_TOL, SCALAR_TOL = 2e-4, 1e-5
 BF16_TOL = 1e-2
 
 
-def _launch(command: list[str], out_dir: Path, cases: list[str]) -> dict[str, dict]:
-    out_dir.mkdir()
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
-    result = subprocess.run([*command, str(WORKER), str(out_dir), *cases], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)
-    if result.returncode != 0:  # every rank's error lines first (the root cause is often not in the tail), then the tail
-        (out_dir / "stderr.txt").write_text(result.stderr)
-        errors = [line for line in result.stderr.splitlines() if "Error" in line or "error:" in line][:20]
-        header = f"worker failed (full log: {out_dir / 'stderr.txt'})"
-        raise AssertionError("\n".join([header, *errors, result.stderr[-3000:]]))
-    return {f"{out_dir.name}/{case}": torch.load(out_dir / f"{case.replace(':', '_')}.pt") for case in cases}
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("equivalence")
     return {
-        **_launch([sys.executable], root / "world1", ONE_PROCESS),
-        **_launch(TORCHRUN, root / "world2", TWO_PROCESSES),
+        **launch_worker([sys.executable], root / "world1", ONE_PROCESS),
+        **launch_worker(TORCHRUN, root / "world2", TWO_PROCESSES),
     }
 
 
@@ -153,7 +134,7 @@ def test_bf16_matches_fp32_within_bf16_precision(results, case):
 def test_gradient_checkpointing_cli(tmp_path):
     """End to end through the config key: one step with and without model.gradient_checkpointing, same seed, so the
     same rollout; the logged loss, gradient norm and entropy agree (the worker's 3:1:gc case covers several steps)."""
-    from test_cli import SMOKE, read_jsonl, run_train
+    from helpers import SMOKE, read_jsonl, run_train
 
     runs = {}
     for flag in ("false", "true"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import SMOKE, assert_trained_run
+from helpers import SMOKE, assert_trained_run
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SCRIPT = REPO / "launch" / "slurm.sbatch"

@@ -7,7 +7,7 @@ import torch
 from train import logprobs as logprobs_module
 from train.logprobs import completion_logprobs, position_ids_from_mask
 
-from conftest import make_tiny_model
+from helpers import make_tiny_model
 
 
 def naive_logprobs(model, input_ids, attention_mask, width, temperature):

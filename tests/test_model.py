@@ -7,8 +7,8 @@ from train.model import (
     ModelLoadError, build_byte_tokenizer, deepspeed_config, frozen_copy, load_pretrained, lr_lambda,
 )
 
-from conftest import make_tiny_model
-from test_cli import SMOKE, read_jsonl, run_train
+from helpers import make_tiny_model
+from helpers import SMOKE, read_jsonl, run_train
 
 
 def test_byte_tokenizer_round_trips_any_text():
@@ -80,3 +80,23 @@ def test_train_from_hf_directory(tokenizer, tmp_path):
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(read_jsonl(tmp_path / "hf" / "metrics.jsonl")) == 1
+
+
+def test_reference_is_placed_on_the_policy_engine_device(tokenizer, dist_single):
+    """ZeRO 0-2: the reference goes where DeepSpeed put the policy, which the engine alone knows (`engine.device`).
+
+    The real engine here is on the CPU; its device is set to "meta" to stand in for a GPU, where DeepSpeed moves the
+    policy and (before this fix) the reference stayed on the CPU, so a beta > 0 run failed at its first step."""
+    from train.model import build_engine, build_reference_engine
+
+    model = make_tiny_model(tokenizer, seed=2)
+    reference = frozen_copy(model)
+    config = deepspeed_config(zero_stage=2, micro_batch_size=2, grad_accum_steps=1, world_size=1, max_grad_norm=1.0,
+                              dtype="float32", offload_optimizer=False, offload_param=False)
+    engine = build_engine(model, config, lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
+                          total_steps=1, schedule="constant")
+    assert engine.zero_optimization_stage() == 2
+    engine.device = torch.device("meta")  # the accelerator DeepSpeed would have put the policy on
+    placed = build_reference_engine(reference, engine, dtype="float32")
+    assert {p.device.type for p in placed.parameters()} == {"meta"}
+    assert not any(p.requires_grad for p in placed.parameters()) and not placed.training

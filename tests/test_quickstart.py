@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from test_cli import REPO, SMOKE, initial_tiny_weights, read_jsonl, run_train
+from helpers import REPO, SMOKE, initial_tiny_weights, read_jsonl, run_train
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 SMALL_SFT = "sft={source: 'synthetic:arithmetic?n=48&seed=2&max_digits=2&ops=add', max_steps: 2, batch_size: 4, micro_batch_size: 2, lr: 1.0e-3, warmup_steps: 0}"

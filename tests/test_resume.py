@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from test_cli import SMOKE, REPO, read_jsonl, run_train
+from helpers import SMOKE, REPO, read_jsonl, run_train
 
 VOLATILE = ("time/", "tokens_per_second")  # wall-clock metrics differ between any two runs
 

@@ -6,7 +6,7 @@ import torch
 from train import rollout
 from train.rollout import _completion_mask, generate_rollouts
 
-from conftest import make_tiny_model
+from helpers import encode_prompts, make_tiny_model
 
 
 def test_completion_mask_up_to_first_eos():
@@ -22,12 +22,15 @@ def test_generate_groups_shapes_and_masks(tokenizer):
     model = make_tiny_model(tokenizer)
     prompts = ["What is 1+1? <think>", "Hi"]
     batch = generate_rollouts(
-        model, tokenizer, prompts, num_generations=3, max_completion_length=12, temperature=1.0, top_p=1.0, top_k=0,
+        model, tokenizer, encode_prompts(tokenizer, prompts), num_generations=3, max_completion_length=12, temperature=1.0, top_p=1.0, top_k=0,
         device=torch.device("cpu"),
     )
     N, L = 6, batch.completion_mask.shape[1]
     assert batch.input_ids.shape == (N, batch.prompt_length + L) and L <= 12
-    assert batch.prompt_texts == [prompts[0]] * 3 + [prompts[1]] * 3  # group-major
+    assert batch.group_size == 3 and batch.per_completion(prompts) == [prompts[0]] * 3 + [prompts[1]] * 3  # group-major
+    prompt_part = batch.input_ids[:, : batch.prompt_length]
+    assert all(torch.equal(prompt_part[row], prompt_part[(row // 3) * 3]) for row in range(N))
+    assert not torch.equal(prompt_part[0], prompt_part[3])
     assert len(batch.completion_texts) == N
     # The attention mask is the prompt mask followed by the completion mask.
     assert torch.equal(batch.attention_mask[:, batch.prompt_length :], batch.completion_mask)
@@ -49,7 +52,7 @@ def test_generation_samples_differ_within_group(tokenizer):
     torch.manual_seed(1)
     model = make_tiny_model(tokenizer)
     batch = generate_rollouts(
-        model, tokenizer, ["Q"], num_generations=4, max_completion_length=16, temperature=1.0, top_p=1.0, top_k=0,
+        model, tokenizer, encode_prompts(tokenizer, ["Q"]), num_generations=4, max_completion_length=16, temperature=1.0, top_p=1.0, top_k=0,
         device=torch.device("cpu"),
     )
     assert len(set(batch.completion_texts)) > 1
@@ -78,7 +81,7 @@ def _eos_model(tokenizer, *, every: int):
 
 def _rollouts(model, tokenizer, seed: int, **kwargs):
     torch.manual_seed(seed)
-    return generate_rollouts(model, tokenizer, PROMPTS, num_generations=3, max_completion_length=20, device=torch.device("cpu"), **kwargs)
+    return generate_rollouts(model, tokenizer, encode_prompts(tokenizer, PROMPTS), num_generations=3, max_completion_length=20, device=torch.device("cpu"), **kwargs)
 
 
 def _assert_same_batch(a, b):

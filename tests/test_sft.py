@@ -1,4 +1,4 @@
-"""train.sft: completion-only labels (hand-checked), packing = separate examples, micro-batched = one batch through
+"""train.sft and data.sft_examples: completion-only labels (hand-checked), packing = separate examples, micro-batched = one batch through
 DeepSpeed, and a few SFT steps lower the loss and hand back a clean module with the trained weights."""
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import torch
 from data.traces import add_traces
 from data.synthetic import make_arithmetic
 from train.model import build_engine, deepspeed_config
-from train.sft import (
-    IGNORE_INDEX, PAD_SEGMENT, SFTExample, block_causal_mask, build_examples, collate_rows, label_logprobs,
-    pack_examples, sft_loss, sft_stage, sft_update, step_rows, tokenize_example,
+from data.sft_examples import (
+    IGNORE_INDEX, PAD_SEGMENT, SFTExample, block_causal_mask, build_examples, collate_rows, pack_examples, step_rows,
+    tokenize_example,
 )
+from train.sft import label_logprobs, sft_loss, sft_stage, sft_update
 
-from conftest import TINY_SHAPE
+from helpers import TINY_SHAPE
 
 TEMPLATE = dict(template="plain", system_prompt=None, prefill_think=True)
 
@@ -60,7 +61,7 @@ def test_chat_template_example_trains_only_the_assistant_turn(tokenizer):
     from data.templates import render_prompt
 
     messages = [{"role": "user", "content": "What is 1 + 2?"}]
-    rendered = render_prompt(messages, tokenizer, template="chat", system_prompt="Be brief.")
+    rendered = render_prompt(messages, tokenizer, template="chat", system_prompt="Be brief.", prefill_think=False)
     assert rendered == tokenizer.apply_chat_template(
         [{"role": "system", "content": "Be brief."}, *messages], tokenize=False, add_generation_prompt=True)
     completion = "<think> 1+2=3 </think> <answer>3</answer>"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from test_cli import SMOKE, read_jsonl, run_train
+from helpers import SMOKE, read_jsonl, run_train
 from wandb_reader import read_run
 
 

@@ -16,8 +16,8 @@ class RolloutBatch:
     attention_mask: torch.Tensor  # [N, P+L] 1 for real prompt and completion tokens (completion up to and incl. EOS)
     completion_mask: torch.Tensor  # [N, L] 1 for completion tokens up to and including the first EOS
     prompt_length: int  # P
+    group_size: int  # G: rows b*G .. b*G+G-1 are the completions of prompt b
     completion_texts: list[str]  # [N] decoded completions, special tokens removed
-    prompt_texts: list[str]  # [N] the rendered prompt of each row
     truncated: torch.Tensor  # [N] bool: no EOS within max_completion_length
 
     @property
@@ -27,6 +27,12 @@ class RolloutBatch:
     @property
     def completion_lengths(self) -> torch.Tensor:  # [N]
         return self.completion_mask.sum(dim=1)
+
+    def per_completion(self, values: list) -> list:
+        """[B] per-prompt values (a dataset column) -> [N], each repeated for the G completions of its prompt."""
+        if len(values) * self.group_size != len(self.completion_texts):
+            raise ValueError(f"{len(values)} values for {len(self.completion_texts)} completions in groups of {self.group_size}")
+        return [value for value in values for _ in range(self.group_size)]
 
 
 @dataclass

@@ -135,10 +135,10 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return found
 
 
-def export_policy(engine, tokenizer, out_dir: Path, *, zero_stage: int, is_main: bool) -> None:
+def export_policy(engine, tokenizer, out_dir: Path, *, is_main: bool) -> None:
     """Write the policy as an HF directory (`from_pretrained`-loadable). Collective: under ZeRO-3 every rank takes
     part in gathering the shards."""
-    state_dict = engine._zero3_consolidated_16bit_state_dict() if zero_stage == 3 else None
+    state_dict = engine._zero3_consolidated_16bit_state_dict() if engine.zero_optimization_stage() == 3 else None
     if is_main:
         engine.module.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)

@@ -1,7 +1,7 @@
 """The one typed config: every hyper-parameter of a run, loaded from YAML, overridden by `key.sub=value`, validated on load.
 
-Only `train/main.py` reads this tree; components receive plain values. Option names follow TRL's `GRPOConfig` where the
-meaning is the same (`num_generations`, `max_completion_length`, `beta`, `epsilon`, `epsilon_high`, `loss_type`,
+Only the entry points (`train/main.py`, the evaluate CLI) and the builders (`train/builders.py`) read this tree;
+components receive plain values. Option names follow TRL's `GRPOConfig` where the meaning is the same (`num_generations`, `max_completion_length`, `beta`, `epsilon`, `epsilon_high`, `loss_type`,
 `num_iterations`, `temperature`, `top_p`, `scale_rewards`, `importance_sampling_level`).
 
 Every error names the file, the key and what is allowed, e.g.
@@ -15,6 +15,10 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# The allowed values of the GRPO options come from the modules that give them meaning, so the two cannot disagree.
+from train.advantages import ADVANTAGE_SCALES
+from train.loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES
 
 
 class ConfigError(ValueError):
@@ -182,7 +186,7 @@ class RolloutConfig(_Section):
 
 
 class GRPOConfig(_Section):
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
+    loss_type: Literal[LOSS_TYPES] = "dapo"
     """Loss normalisation: per-sequence mean (grpo), per-micro-batch token mean (bnpo), constant (dr_grpo), global
     token mean (dapo). See train/loss.py."""
     beta: float = Field(0.0, ge=0)
@@ -190,18 +194,19 @@ class GRPOConfig(_Section):
     epsilon: float = Field(0.2, gt=0, lt=1)
     """Lower clip: ratio >= 1 - epsilon."""
     epsilon_high: float | None = Field(None, gt=0)
-    """Upper clip: ratio <= 1 + epsilon_high (DAPO clip-higher uses 0.28). Defaults to epsilon."""
+    """Upper clip: ratio <= 1 + epsilon_high (DAPO clip-higher uses 0.28). Unset: resolved to epsilon on load."""
     num_iterations: int = Field(1, ge=1)
     """Policy updates per rollout batch (mu in the GRPO paper). With 1, old log-probs are not recomputed."""
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    scale_rewards: Literal[ADVANTAGE_SCALES] = "group"
     """Divide advantages by the group's reward std, the batch's, or not at all (Dr. GRPO)."""
-    importance_sampling_level: Literal["token", "sequence"] = "token"
+    importance_sampling_level: Literal[IMPORTANCE_SAMPLING_LEVELS] = "token"
     """Per-token ratio (GRPO) or one length-normalised ratio per sequence (GSPO)."""
 
-    @property
-    def clip_high(self) -> float:
-        """Derived: epsilon_high, or epsilon when unset."""
-        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+    @model_validator(mode="after")
+    def _resolve_epsilon_high(self) -> "GRPOConfig":
+        if self.epsilon_high is None:  # resolved once, here: the rest of thinkrl reads epsilon_high only
+            self.epsilon_high = self.epsilon
+        return self
 
 
 class RewardItem(_Section):

@@ -117,13 +117,13 @@ def _chunks(n: int, size: int) -> list[range]:
     return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _generate(model, tokenizer, prompts, *, greedy: bool, num_generations: int, batch_size: int, desc: str,
+def _generate(model, tokenizer, prompt_ids, *, greedy: bool, num_generations: int, batch_size: int, desc: str,
               show_progress: bool, **generation_kwargs):
     """Completions for every prompt, `num_generations` each, group-major; `batch_size` rows per generate call."""
     prompts_per_call = max(1, batch_size // num_generations)
     texts, lengths, truncated = [], [], []
-    for rows in tqdm(_chunks(len(prompts), prompts_per_call), desc=desc, disable=not show_progress, leave=False):
-        batch = generate_rollouts(model, tokenizer, [prompts[i] for i in rows], num_generations=num_generations,
+    for rows in tqdm(_chunks(len(prompt_ids), prompts_per_call), desc=desc, disable=not show_progress, leave=False):
+        batch = generate_rollouts(model, tokenizer, [prompt_ids[i] for i in rows], num_generations=num_generations,
                                   do_sample=not greedy, **generation_kwargs)
         texts += batch.completion_texts
         lengths += batch.completion_lengths.tolist()
@@ -142,6 +142,7 @@ def _score(combiner, prompts, columns, texts, lengths, num_generations):
 def evaluate(
     model,
     tokenizer,
+    prompt_ids: list[list[int]],
     prompts: list[str],
     columns: dict[str, list],
     combiner: RewardCombiner,
@@ -153,7 +154,6 @@ def evaluate(
     top_p: float,
     batch_size: int,
     device,
-    add_special_tokens: bool,
     top_k: int = 0,
     seed: int = 0,
     num_samples: int = 4,
@@ -163,7 +163,9 @@ def evaluate(
     """Evaluate `model` on B rendered `prompts` (this rank's shard). The model is left in the train/eval mode it had.
 
     Args:
-        prompts: [B] rendered prompt strings (the `text` column of `train.main.load_prompts`).
+        prompt_ids: [B] token ids of the prompts (the `prompt_ids` column of `train.builders.load_prompts`, made by
+            data/prompts.py: the same tokenisation as in training).
+        prompts: [B] the rendered prompt strings (the `text` column), handed to the rewards and the samples.
         columns: dataset columns for the rewards, each a list of B values (answer, numbers, ...; not `text`).
         combiner: scores completions; `correct_reward` is one of its reward names, and a completion is correct when
             that reward's score is >= 1 (the trainer's `accuracy` rule).
@@ -181,6 +183,8 @@ def evaluate(
         raise ValueError(f"correct_reward {correct_reward!r} is not one of the combiner's rewards {names}")
     if not prompts:
         raise ValueError("evaluate needs at least one prompt")
+    if len(prompt_ids) != len(prompts):
+        raise ValueError(f"{len(prompt_ids)} prompt_ids for {len(prompts)} prompts")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for name, values in columns.items():
@@ -189,15 +193,15 @@ def evaluate(
     device = torch.device(device)
     generation_kwargs = dict(
         max_completion_length=max_completion_length, temperature=temperature, top_p=top_p, top_k=top_k, device=device,
-        add_special_tokens=add_special_tokens, synced_gpus=synced_gpus, batch_size=batch_size, show_progress=show_progress,
+        synced_gpus=synced_gpus, batch_size=batch_size, show_progress=show_progress,
     )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        texts, lengths, truncated = _generate(model, tokenizer, prompts, greedy=True, num_generations=1,
+        texts, lengths, truncated = _generate(model, tokenizer, prompt_ids, greedy=True, num_generations=1,
                                               desc="eval greedy", **generation_kwargs)
         sampled = None
         if k > 1:
-            sampled = _generate(model, tokenizer, prompts, greedy=False, num_generations=k, desc=f"eval pass@{k}",
+            sampled = _generate(model, tokenizer, prompt_ids, greedy=False, num_generations=k, desc=f"eval pass@{k}",
                                 **generation_kwargs)
 
     greedy = _score(combiner, prompts, columns, texts, lengths, 1)
@@ -255,8 +259,8 @@ def _check_model_dir(path: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Load config, model, data and rewards as the trainer does, evaluate, print a table; returns the JSON record."""
+    from train.builders import build_rewards, load_prompts
     from train.config import load_config
-    from train.main import build_rewards, load_prompts
     from train.model import load_pretrained
 
     _check_model_dir(args.model)  # before any heavy loading: a typo fails at once
@@ -272,17 +276,17 @@ def run(args: argparse.Namespace) -> dict:
     dataset, dropped = load_prompts(cfg.data, tokenizer, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit,
                                     min_prompts=1, key="data.source")
     rows = dataset.to_dict()
-    prompts = rows.pop("text")
+    prompts, prompt_ids = rows.pop("text"), rows.pop("prompt_ids")
     k = cfg.rollout.num_generations if args.k is None else args.k
     seed = cfg.seed if args.seed is None else args.seed
     print(f"thinkrl.evaluate: {len(prompts)} prompts from {cfg.data.source} (split {cfg.data.split}; {dropped} over "
           f"max_prompt_length dropped) | k={k} | {device}", flush=True)
     with combiner:
         result = evaluate(
-            model, tokenizer, prompts, rows, combiner, correct_reward=correct_reward, k=k,
+            model, tokenizer, prompt_ids, prompts, rows, combiner, correct_reward=correct_reward, k=k,
             max_completion_length=cfg.rollout.max_completion_length, temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, batch_size=args.batch_size, device=device,
-            add_special_tokens=cfg.data.template != "chat", seed=seed, num_samples=args.num_samples,
+            seed=seed, num_samples=args.num_samples,
             show_progress=args.progress,
         )
     width = max(len(key) for key in result.metrics)

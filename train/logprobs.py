@@ -98,14 +98,16 @@ def _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width: i
     return torch.cat([last_prompt_hidden, completion_hidden], dim=1)
 
 
-def _chunk_logprobs(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float):
-    """hidden [C, H], targets [C] -> (logprobs [C], entropy [C]) in float32. Each [C, V] temporary counts against
+def _chunk_logprobs(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool):
+    """hidden [C, H], targets [C] -> (logprobs [C], entropy [C] or None) in float32. Each [C, V] temporary counts against
     MAX_CHUNK_LOGITS, so the in-place ops below are deliberate (the linear's backward needs its input, not its output)."""
     logits = lm_head(hidden).float()  # [C, V]
     if temperature != 1.0:
         logits = logits.div_(temperature)
     log_norm = torch.logsumexp(logits, dim=-1)  # [C]
     logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
+    if not with_entropy:
+        return logprobs, None
     with torch.no_grad():
         probs = torch.softmax(logits, dim=-1)
         entropy = log_norm - probs.mul_(logits).sum(dim=-1)
@@ -122,6 +124,32 @@ def chunk_tokens(chunk_size: int, vocab_size: int, num_tokens: int) -> int:
     if chunk_size <= 0:
         return num_tokens
     return max(1, min(chunk_size, MAX_CHUNK_LOGITS // vocab_size))
+
+
+def lm_head_logprobs(
+    hf_model, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float, chunk_size: int, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one chunked LM head, for GRPO and SFT alike: hidden [K, H] predicting targets [K] -> (log p(target) [K],
+    entropy [K] detached, or None without `with_entropy`), float32.
+
+    Chunks of `chunk_tokens(chunk_size, V, K)` rows (capped by MAX_CHUNK_LOGITS); under autograd each chunk runs under
+    activation checkpointing, so its [C, V] logits are freed after the forward and recomputed in the backward."""
+    lm_head = hf_model.get_output_embeddings()
+    vocab_size = getattr(lm_head, "out_features", None) or hf_model.config.vocab_size  # ZeRO-3 empties .weight
+    num_tokens = targets.numel()
+    if num_tokens == 0:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, (empty if with_entropy else None)
+    step = chunk_tokens(chunk_size, vocab_size, num_tokens)
+    use_checkpoint = torch.is_grad_enabled() and num_tokens > step
+    logprob_chunks, entropy_chunks = [], []
+    for start in range(0, num_tokens, step):
+        args = (lm_head, hidden[start : start + step], targets[start : start + step], temperature, with_entropy)
+        logprobs, entropy = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if use_checkpoint else _chunk_logprobs(*args)
+        logprob_chunks.append(logprobs)
+        entropy_chunks.append(entropy)
+    entropy = torch.cat(entropy_chunks).detach() if with_entropy else None
+    return torch.cat(logprob_chunks), entropy
 
 
 def completion_logprobs(
@@ -141,7 +169,6 @@ def completion_logprobs(
     """
     hf_model = getattr(model, "module", model)
     decoder = hf_model.get_decoder()
-    lm_head = hf_model.get_output_embeddings()
     num_rows, width = input_ids.shape[0], completion_length
     hidden = _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width)
     if hidden is None:
@@ -155,18 +182,18 @@ def completion_logprobs(
         hidden = hidden[:, -width - 1 : -1, :]
     hidden = hidden.reshape(num_rows * width, -1)  # [N*L, H]
     targets = input_ids[:, -width:].reshape(-1)  # [N*L]
-    vocab_size = getattr(lm_head, "out_features", None) or hf_model.config.vocab_size  # ZeRO-3 empties .weight
-    step = chunk_tokens(chunk_size, vocab_size, hidden.shape[0])
-    use_checkpoint = torch.is_grad_enabled() and hidden.shape[0] > step
-    logprob_chunks, entropy_chunks = [], []
-    for start in range(0, hidden.shape[0], step):
-        args = (lm_head, hidden[start : start + step], targets[start : start + step], temperature)
-        if use_checkpoint:
-            logprobs, entropy = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
-        else:
-            logprobs, entropy = _chunk_logprobs(*args)
-        logprob_chunks.append(logprobs)
-        entropy_chunks.append(entropy)
-    logprobs = torch.cat(logprob_chunks).view(num_rows, width)
-    entropy = torch.cat(entropy_chunks).view(num_rows, width).detach()
-    return logprobs, entropy
+    logprobs, entropy = lm_head_logprobs(hf_model, hidden, targets, temperature=temperature, chunk_size=chunk_size)
+    return logprobs.view(num_rows, width), entropy.view(num_rows, width)
+
+
+@torch.no_grad()
+def sequence_logprobs(model, input_ids, attention_mask, completion_length: int, *, micro_batch_size: int, temperature: float, chunk_size: int) -> torch.Tensor:
+    """[N, L] log-probs under `model` without grad (old policy or reference), computed in micro-batches of rows."""
+    parts = []
+    for start in range(0, input_ids.shape[0], micro_batch_size):
+        logprobs, _ = completion_logprobs(
+            model, input_ids[start : start + micro_batch_size], attention_mask[start : start + micro_batch_size],
+            completion_length, temperature=temperature, chunk_size=chunk_size,
+        )
+        parts.append(logprobs)
+    return torch.cat(parts)

@@ -30,6 +30,17 @@ LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 
+def token_normaliser(loss_type: str, *, step_tokens: float, micro_batch_tokens: float) -> float:
+    """The `num_tokens` that grpo_loss takes for a micro-batch: bnpo normalises by the micro-batch's own valid tokens
+    (TRL's definition, so it depends on micro-batching), dapo by the valid tokens of the whole optimiser step on all
+    ranks; grpo and dr_grpo do not use it.
+
+    >>> token_normaliser("bnpo", step_tokens=40.0, micro_batch_tokens=7.0), token_normaliser("dapo", step_tokens=40.0, micro_batch_tokens=7.0)
+    (7.0, 40.0)
+    """
+    return max(micro_batch_tokens, 1.0) if loss_type == "bnpo" else step_tokens
+
+
 def _check_inputs(logprobs, old_logprobs, ref_logprobs, advantages, completion_mask, **scalars) -> None:
     if scalars["loss_type"] not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {scalars['loss_type']!r}")

@@ -111,11 +111,6 @@ def load_pretrained(name_or_path: str, *, dtype: str, attn_implementation: str, 
     return model, tokenizer
 
 
-def prepare_tokenizer_for_generation(tokenizer) -> None:
-    # Left padding keeps every prompt's last token at the same column, so completions start at one offset (P).
-    tokenizer.padding_side = "left"
-
-
 def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     """The reference model: a frozen copy of the initial policy (made before DeepSpeed shards the policy)."""
     reference = copy.deepcopy(model)
@@ -221,12 +216,21 @@ def _run_zero_forward_bookkeeping_on_decoder(engine) -> None:
     engine.module.get_decoder().register_forward_pre_hook(lambda module, args: optimizer.clear_backward_seen_flag())
 
 
-def build_reference_engine(reference: PreTrainedModel, *, zero_stage: int, dtype: str, world_size: int):
-    """Under ZeRO-3 the reference is sharded too (inference only, no optimizer); otherwise it stays a plain module."""
-    if zero_stage != 3:
-        return reference
+def zero_stage(engine) -> int:
+    """The ZeRO stage, asked of the DeepSpeed engine itself (0 for a plain module): once the engine exists it is the
+    one truth for the stage, as it is for the device (`engine.device`)."""
+    return engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else 0
+
+
+def build_reference_engine(reference: PreTrainedModel, policy_engine, *, dtype: str):
+    """The reference model placed like the policy: under ZeRO-3 sharded too (inference only, no optimizer); under
+    ZeRO 0-2 a plain module moved to the policy engine's device (DeepSpeed moved the policy there, not this copy:
+    left on the CPU, a GPU run with beta > 0 failed at its first reference forward)."""
+    if zero_stage(policy_engine) != 3:
+        return reference.to(policy_engine.device)
     import deepspeed
 
+    world_size = policy_engine.world_size
     config = {
         "zero_optimization": {"stage": 3},
         "bf16": {"enabled": dtype == "bfloat16"},

@@ -21,6 +21,7 @@ import torch
 
 from train.batch import RolloutBatch
 from train.logprobs import position_ids_from_mask
+from train.model import zero_stage
 
 # generation_config fields with which HF `generate` changes the sampling distribution beyond temperature/top-k/top-p
 # (which we always pass explicitly) or decodes differently (beams), each with the values that leave it inactive. A
@@ -36,17 +37,24 @@ _NEUTRAL_GENERATION_SETTINGS = {
 }
 
 
+def synced_generation(engine) -> bool:
+    """Whether ranks must generate in lock-step (`synced_gpus`): ZeRO-3 with more than one rank, whether or not the
+    weights are gathered. Gathered or not, a rank that finishes early must keep joining the collectives of the others
+    (a forward's per-layer gathers, or DeepSpeed's hooks on re-entry), or a run deadlocks (tests/test_distributed.py)."""
+    return zero_stage(engine) == 3 and getattr(engine, "world_size", 1) > 1
+
+
 @contextlib.contextmanager
-def generation_model(engine, *, zero_stage: int, gather_zero3_params: bool):
-    """The HF module to call `generate` on.
+def generation_model(engine, *, gather_zero3_params: bool):
+    """The HF module to sample from.
 
     Under ZeRO-3 each rank holds a shard of every weight. Gathering them per forward would cost one all-gather per
     layer per generated token, so (like TRL's `unwrap_model_for_generation`) we gather the full weights once for the
-    whole rollout and detach DeepSpeed's fetch hooks meanwhile. With gather disabled, ranks generate in lock-step
-    (`synced_gpus`) so the per-layer gathers line up.
+    whole rollout and detach DeepSpeed's fetch hooks meanwhile. With gather disabled, each forward gathers per layer.
+    Either way ranks generate in lock-step (`synced_generation`).
     """
     module = getattr(engine, "module", engine)
-    if zero_stage == 3 and gather_zero3_params:
+    if zero_stage(engine) == 3 and gather_zero3_params:
         from deepspeed.runtime.zero import unwrap_model_for_generation
 
         with unwrap_model_for_generation(engine):
@@ -168,11 +176,24 @@ def _sample_with_cache(
         ).logits
 
 
+def left_pad(prompt_ids: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B] token-id lists -> (ids [B, P], mask [B, P]), left-padded so every prompt ends at column P-1 and every
+    completion starts at column P."""
+    width = max(len(ids) for ids in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for row, tokens in enumerate(prompt_ids):
+        if tokens:
+            ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, width - len(tokens) :] = 1
+    return ids.to(device), mask.to(device)
+
+
 @torch.no_grad()
 def generate_rollouts(
     model,
     tokenizer,
-    prompts: list[str],
+    prompt_ids: list[list[int]],
     *,
     num_generations: int,
     max_completion_length: int,
@@ -180,17 +201,15 @@ def generate_rollouts(
     top_p: float,
     top_k: int,
     device: torch.device,
-    add_special_tokens: bool = False,
     synced_gpus: bool = False,
     do_sample: bool = True,
 ) -> RolloutBatch:
     """Sample `num_generations` completions for each of the B prompts (group-major rows, N = B*G).
 
-    add_special_tokens: False for chat-template prompts (the template already wrote BOS), True for plain text.
+    prompt_ids: [B] token ids of the prompts, as `data.prompts.prepare_prompts` made them (the one tokenisation).
     do_sample: False decodes greedily (evaluation); the sampling arguments are then ignored."""
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens, padding_side="left")
-    unique_ids, unique_mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)  # [B, P]
-    prompt_ids = unique_ids.repeat_interleave(num_generations, dim=0)  # [N, P]
+    unique_ids, unique_mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)  # [B, P]
+    prompt_ids_rows = unique_ids.repeat_interleave(num_generations, dim=0)  # [N, P]
     prompt_mask = unique_mask.repeat_interleave(num_generations, dim=0)  # [N, P]
     was_training = model.training
     model.eval()
@@ -199,7 +218,7 @@ def generate_rollouts(
         # applies nor triggers transformers' "flag only used in sample mode" warning.
         sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else None) if do_sample else dict(temperature=None, top_p=None, top_k=None)
         output = model.generate(
-            input_ids=prompt_ids,
+            input_ids=prompt_ids_rows,
             attention_mask=prompt_mask,
             do_sample=do_sample,
             **sampling,
@@ -209,26 +228,26 @@ def generate_rollouts(
             synced_gpus=synced_gpus,
             use_cache=True,
         )
-        completion_ids = output[:, prompt_ids.shape[1] :]  # [N, L'] with L' <= max_completion_length
+        completion_ids = output[:, prompt_ids_rows.shape[1] :]  # [N, L'] with L' <= max_completion_length
     else:
         completion_ids = _sample_with_cache(
             model, unique_ids, unique_mask, num_generations=num_generations, max_new_tokens=max_completion_length, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
         )
     model.train(was_training)
-    prompt_length = prompt_ids.shape[1]
     if completion_ids.shape[1] == 0:  # every row hit EOS immediately is impossible (EOS is kept), but guard anyway
-        completion_ids = torch.full((prompt_ids.shape[0], 1), tokenizer.eos_token_id, device=device, dtype=prompt_ids.dtype)
+        completion_ids = torch.full((prompt_ids_rows.shape[0], 1), tokenizer.eos_token_id, device=device, dtype=prompt_ids_rows.dtype)
     completion_mask, truncated = _completion_mask(completion_ids, tokenizer.eos_token_id)
     # Tokens after the first EOS are padding: set them to pad so recomputed log-probs never see sampled garbage.
     completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    return RolloutBatch(
-        input_ids=torch.cat([prompt_ids, completion_ids], dim=1),
+    batch = RolloutBatch(
+        input_ids=torch.cat([prompt_ids_rows, completion_ids], dim=1),
         attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
         completion_mask=completion_mask,
-        prompt_length=prompt_length,
-        completion_texts=texts,
-        prompt_texts=[p for p in prompts for _ in range(num_generations)],
+        prompt_length=prompt_ids_rows.shape[1],
+        group_size=num_generations,
+        completion_texts=[],
         truncated=truncated,
     )
+    batch.completion_texts = tokenizer.batch_decode(batch.completion_ids, skip_special_tokens=True)
+    return batch

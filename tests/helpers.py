@@ -1,0 +1,143 @@
+"""What several test files share: the CLI runner and run-directory checks, the tiny model, a fixed GRPO batch and its
+update, the multi-process worker launcher. Test files import from here, never from each other."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+WORKER = REPO / "tests" / "equivalence_worker.py"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+TINY_SHAPE = dict(
+    arch="qwen2", hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    intermediate_size=64, max_position_embeddings=256, tie_word_embeddings=True,
+)
+
+
+
+def make_tiny_model(tokenizer, seed: int = 0, **overrides):
+    from train.model import build_tiny_model
+
+    shape = {**TINY_SHAPE, **overrides}
+    return build_tiny_model(tokenizer, **shape, dtype="float32", attn_implementation="eager", seed=seed)
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of rendered prompt strings, by data/prompts.py's rule for the r1_zero/plain templates."""
+    from data.prompts import encode_prompt
+
+    return [encode_prompt(p, tokenizer, template="plain") for p in prompts]
+
+
+# --- the command line -------------------------------------------------------------------------------------------------
+
+def run_train(args, *, cwd=REPO, timeout=600, launcher=None, env=None):
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
+    command = (launcher or [sys.executable]) + ["-m", "train", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def initial_tiny_weights(cfg_tiny, seed):
+    from train.model import build_byte_tokenizer, build_tiny_model
+
+    model = build_tiny_model(build_byte_tokenizer(), **cfg_tiny, dtype="float32", attn_implementation="sdpa", seed=seed)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def assert_trained_run(run_dir: Path, steps: int):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.config import load_config
+
+    assert (run_dir / "config.yaml").is_file()
+    cfg = load_config(run_dir / "config.yaml")  # the resolved config is itself a valid experiment file
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    metrics = [m for m in records if m["step"] > 0]  # step 0: the held-out evaluation before training
+    assert [m["step"] for m in metrics] == list(range(1, steps + 1))
+    for record in metrics:
+        for key in ("loss", "reward/mean", "accuracy", "completion_length/mean", "clip_ratio/region_mean", "entropy",
+                    "grad_norm", "time/step", "tokens_per_second", "zero_std_fraction", "lr"):
+            assert key in record, key
+        assert math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])
+        for item in cfg.rewards.functions:
+            assert f"rewards/{item.name}" in record and f"reward_failures/{item.name}" in record
+    assert any(record["grad_norm"] > 0 for record in metrics)
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    assert samples and {"step", "prompt", "completion", "reward"} <= set(samples[0])
+    # The exported policy loads with from_pretrained and every trainable parameter moved away from the init.
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final_model")
+    AutoTokenizer.from_pretrained(run_dir / "final_model")
+    initial = initial_tiny_weights(cfg.model.tiny.model_dump(), cfg.seed)
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), initial[n])]
+    assert not unchanged, f"parameters that did not train: {unchanged}"
+    return metrics
+
+
+# --- a fixed GRPO batch and one update on it (tests/test_grad_accum.py, tests/test_checkpoint.py) ----------------------
+
+N, PROMPT, WIDTH = 8, 5, 6
+
+
+def make_batch(tokenizer, seed=0):
+    from train.batch import TrainBatch
+
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, 256, (N, PROMPT + WIDTH), generator=gen)
+    completion_mask = torch.ones(N, WIDTH)
+    for row, length in enumerate([6, 1, 3, 6, 2, 5, 4, 6]):  # unequal lengths make the normaliser matter
+        completion_mask[row, length:] = 0
+        input_ids[row, PROMPT + length :] = tokenizer.pad_token_id
+    attention_mask = torch.cat([torch.ones(N, PROMPT, dtype=torch.long), completion_mask.long()], 1)
+    advantages = torch.randn(N, generator=gen)
+    return TrainBatch(input_ids, attention_mask, completion_mask, advantages, old_logprobs=None, ref_logprobs=None)
+
+
+def run_update(tokenizer, batch, micro_batch_size, loss_type):
+    from train.model import build_engine, deepspeed_config
+    from train.update import policy_update
+
+    model = make_tiny_model(tokenizer, seed=1)
+    config = deepspeed_config(
+        zero_stage=0, micro_batch_size=micro_batch_size, grad_accum_steps=N // micro_batch_size, world_size=1,
+        max_grad_norm=1e9, dtype="float32", offload_optimizer=False, offload_param=False,
+    )
+    engine = build_engine(model, config, lr=1.0, betas=(0.9, 0.999), eps=1e3, weight_decay=0.0, warmup_steps=0, total_steps=1, schedule="constant")
+    before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
+    metrics = policy_update(
+        engine, batch, micro_batch_size=micro_batch_size, world_size=1, temperature=1.0, logprob_chunk_size=4,
+        loss_type=loss_type, epsilon=0.2, epsilon_high=0.28, beta=0.0, max_completion_length=WIDTH, importance_sampling_level="token",
+    )
+    delta = {n: p.detach() - before[n] for n, p in engine.module.named_parameters()}
+    return metrics, delta
+
+
+# --- multi-process workers ----------------------------------------------------------------------------------------------
+
+def launch_worker(command: list[str], out_dir: Path, cases: list[str]) -> dict[str, dict]:
+    out_dir.mkdir()
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
+    result = subprocess.run([*command, str(WORKER), str(out_dir), *cases], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    if result.returncode != 0:  # every rank's error lines first (the root cause is often not in the tail), then the tail
+        (out_dir / "stderr.txt").write_text(result.stderr)
+        errors = [line for line in result.stderr.splitlines() if "Error" in line or "error:" in line][:20]
+        header = f"worker failed (full log: {out_dir / 'stderr.txt'})"
+        raise AssertionError("\n".join([header, *errors, result.stderr[-3000:]]))
+    return {f"{out_dir.name}/{case}": torch.load(out_dir / f"{case.replace(':', '_')}.pt") for case in cases}

@@ -1,0 +1,236 @@
+"""Config -> components: the policy, the reference, the prompts and the eval set, the cold start, the rewards, the run.
+
+Besides the entry point (train/main.py) this is the only module that reads the config tree; everything it builds gets
+plain values. Every bad input found here is a ConfigError (or a ModelLoadError / CheckpointError) whose message names
+the key, raised before anything heavy is built where that is possible.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from data import PromptSampler, load_prompt_dataset
+from data.prompts import prepare_prompts
+from data.templates import render_prompt
+from data.traces import load_sft_rows
+from rewards import RewardCombiner, RewardSpec
+from train.checkpoint import load_checkpoint, resolve_resume, restore_rng
+from train.config import ConfigError, DataConfig, TrainConfig, config_to_dict
+from train.distributed import DistInfo
+from train.model import (
+    build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config, frozen_copy, load_pretrained,
+)
+from train.sft import SFTResult, sft_stage
+from train.tracking import RunTracker, make_run_dir
+
+
+def build_policy(cfg: TrainConfig):
+    """(model, tokenizer) from a directory or, for `model.tiny`, built from a config with a local byte tokenizer."""
+    if cfg.model.tiny is not None:
+        tokenizer = build_byte_tokenizer()
+        model = build_tiny_model(
+            tokenizer, **cfg.model.tiny.model_dump(), dtype=cfg.model.dtype,
+            attn_implementation=cfg.model.attn_implementation, seed=cfg.seed,
+        )
+    else:
+        model, tokenizer = load_pretrained(
+            cfg.model.name_or_path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # training forward; generation turns the cache on for itself
+    return model, tokenizer
+
+
+def load_prompts(data: DataConfig, tokenizer, *, source: str, split: str, limit: int | None, min_prompts: int, key: str):
+    """Dataset with the prepared prompt's `text` and `prompt_ids` columns (data/prompts.py, the one preparation);
+    prompts over data.max_prompt_length tokens are an error or dropped and counted. `key` names the config entry of
+    `source` in errors (data.source or eval.source). Returns (dataset, number dropped)."""
+    try:
+        dataset = load_prompt_dataset(
+            source, split=split, prompt_column=data.prompt_column, answer_column=data.answer_column,
+            keep_columns=data.keep_columns, data_format=data.data_format, limit=limit, subset=data.subset,
+        )
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    try:
+        prepared = prepare_prompts(
+            dataset["prompt"], tokenizer, template=data.template, system_prompt=data.system_prompt,
+            prefill_think=data.prefill_think, max_prompt_length=data.max_prompt_length, on_long_prompt=data.on_long_prompt,
+        )
+    except ValueError as exc:  # a prompt over the limit, a chat template the tokenizer lacks, malformed messages
+        raise ConfigError(f"{key}: {source}: {exc}") from None
+    dataset = dataset.select(prepared.kept).add_column("text", prepared.texts).add_column("prompt_ids", prepared.ids)
+    if len(dataset) < min_prompts:
+        raise ConfigError(
+            f"{key}: {source}: {len(dataset)} prompts fit data.max_prompt_length={data.max_prompt_length} "
+            f"(longest is {prepared.longest} tokens); at least {min_prompts} are needed"
+        )
+    return dataset, prepared.num_dropped
+
+
+def load_train_and_eval(cfg: TrainConfig, tokenizer, rank: int, world: int):
+    """Training prompts minus any that appear in the eval set, this rank's disjoint shard of the eval set, and the
+    rendered eval prompts (which SFT data must not contain either)."""
+    eval_rows, held_out = None, set()
+    train_set, dropped = load_prompts(cfg.data, tokenizer, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit,
+                                      min_prompts=cfg.rollout.prompts_per_step, key="data.source")
+    if cfg.eval.source is not None:
+        eval_set, _ = load_prompts(cfg.data, tokenizer, source=cfg.eval.source, split=cfg.eval.split, limit=cfg.eval.limit,
+                                   min_prompts=world, key="eval.source")
+        held_out = set(eval_set["text"])
+        train_set = train_set.filter(lambda row: row["text"] not in held_out)
+        if len(train_set) < cfg.rollout.prompts_per_step:
+            raise ConfigError(f"eval.source: {cfg.eval.source}: it contains nearly all training prompts of data.source")
+        # Equal shard sizes: with synced generation (ZeRO-3) every rank must make the same calls.
+        usable = len(eval_set) - len(eval_set) % world
+        eval_rows = eval_set.select(range(rank, usable, world)).to_dict()
+    return train_set, dropped, eval_rows, held_out
+
+
+def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overrides: dict | None, held_out: set[str]):
+    """The `sft` section: fine-tune `model` on prompt/completion rows before GRPO (train/sft.py). Rows whose rendered
+    prompt is in the eval set are dropped, so held-out accuracy stays held out. Returns (fine-tuned model, SFTResult)."""
+    sft, data = cfg.sft, cfg.data
+    try:
+        rows = load_sft_rows(sft.source, split=sft.split, prompt_column=sft.prompt_column, completion_column=sft.completion_column,
+                             data_format=sft.data_format, limit=sft.limit, subset=sft.subset, carry_slip=sft.carry_slip, seed=cfg.seed)
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+        raise ConfigError(f"sft.source: {exc}") from None
+    render = dict(template=data.template, system_prompt=data.system_prompt, prefill_think=data.prefill_think)
+    rows = [row for row in rows if render_prompt(row["prompt"], tokenizer, **render) not in held_out]
+    if not rows:
+        raise ConfigError(f"sft.source: {sft.source}: no rows left after removing the eval prompts")
+    if sft.batch_size % (dist_info.world_size * sft.micro_batch_size):
+        raise ConfigError(f"sft.batch_size={sft.batch_size} must be divisible by the world size {dist_info.world_size} x "
+                          f"sft.micro_batch_size={sft.micro_batch_size}")
+    try:
+        return sft_stage(
+            model, tokenizer, rows, **render, max_length=sft.max_length, packing=sft.packing, max_steps=sft.max_steps,
+            epochs=sft.epochs, batch_size=sft.batch_size, micro_batch_size=sft.micro_batch_size, lr=sft.lr,
+            weight_decay=sft.weight_decay, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps, warmup_steps=sft.warmup_steps,
+            lr_scheduler=sft.lr_scheduler, max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, zero_stage=cfg.deepspeed.zero_stage,
+            dtype=cfg.model.dtype, world_size=dist_info.world_size, rank=dist_info.rank,
+            offload_optimizer=cfg.deepspeed.offload_optimizer, offload_param=cfg.deepspeed.offload_param,
+            ds_overrides=ds_overrides, chunk_size=cfg.optim.logprob_chunk_size, show_progress=dist_info.is_main,
+        )
+    except ValueError as exc:  # no example fits sft.max_length, an empty rendered prompt
+        raise ConfigError(f"sft: {sft.source}: {exc}") from None
+
+
+def build_rewards(cfg: TrainConfig) -> tuple[RewardCombiner, list[str], str]:
+    """(combiner, reward names, the reward that defines accuracy); unknown names or options are a ConfigError."""
+    specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
+    try:
+        combiner = RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error)
+    except ValueError as exc:
+        raise ConfigError(f"rewards.functions: {exc}") from None
+    names = [s.name for s in specs]
+    accuracy_reward = cfg.rewards.accuracy_reward or names[0]
+    if accuracy_reward not in names:
+        raise ConfigError(f"rewards.accuracy_reward: {accuracy_reward!r} is not one of rewards.functions {names}")
+    return combiner, names, accuracy_reward
+
+
+def read_deepspeed_file(cfg: TrainConfig) -> dict | None:
+    """deepspeed.config_file's JSON, checked against deepspeed.zero_stage (which the SFT engine and the policy engine
+    are built with; once an engine exists, it is asked instead)."""
+    path = cfg.deepspeed.config_file
+    if path is None:
+        return None
+    try:
+        overrides = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"deepspeed.config_file: {path}: cannot read JSON ({exc})") from None
+    file_stage = overrides.get("zero_optimization", {}).get("stage", cfg.deepspeed.zero_stage)
+    if file_stage != cfg.deepspeed.zero_stage:
+        raise ConfigError(f"deepspeed.config_file: {path} sets zero_optimization.stage={file_stage} but "
+                          f"deepspeed.zero_stage={cfg.deepspeed.zero_stage}; set deepspeed.zero_stage={file_stage} too")
+    return overrides
+
+
+def check_batch_layout(cfg: TrainConfig, dist_info: DistInfo) -> int:
+    """Checks that need the world size; returns the completions per rank."""
+    if cfg.model.dtype == "float16" and dist_info.device.type == "cpu":
+        raise ConfigError("model.dtype: float16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use float32 or bfloat16 on CPU")
+    world = dist_info.world_size
+    if cfg.rollout.prompts_per_step % world:
+        raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be divisible by the world size {world}")
+    completions_per_rank = cfg.rollout.prompts_per_step // world * cfg.rollout.num_generations
+    if completions_per_rank % cfg.optim.micro_batch_size:
+        raise ConfigError(f"optim.micro_batch_size={cfg.optim.micro_batch_size} must divide the {completions_per_rank} completions per rank")
+    return completions_per_rank
+
+
+@dataclass
+class Run:
+    """Everything the step loop touches, built once by `setup`."""
+
+    engine: object  # the policy's DeepSpeed engine: the one truth for ZeRO stage and device from here on
+    reference: object | None  # frozen initial policy on the engine's device (beta > 0), else None
+    tokenizer: object
+    dataset: object  # training prompts with `text` and `prompt_ids` columns
+    sampler: PromptSampler
+    combiner: RewardCombiner
+    tracker: RunTracker
+    run_dir: Path
+    reward_names: list[str]
+    accuracy_reward: str
+    start_step: int
+    eval_rows: dict[str, list] | None  # this rank's shard of the held-out set, with `text` and `prompt_ids` columns
+    sft: SFTResult | None  # the SFT stage of this run (None: no sft section, or resumed past it)
+
+
+def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
+    """Validate what can only be checked at run time, build model, data, rewards and engine, resume if asked."""
+    rank, world = dist_info.rank, dist_info.world_size
+    completions_per_rank = check_batch_layout(cfg, dist_info)
+    ds_overrides = read_deepspeed_file(cfg)
+    combiner, reward_names, accuracy_reward = build_rewards(cfg)  # names resolved before anything heavy is built
+    run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
+    checkpoint_dir = resolve_resume(cfg.checkpoint.resume, run_dir)
+
+    model, tokenizer = build_policy(cfg)
+    dataset, dropped, eval_rows, held_out = load_train_and_eval(cfg, tokenizer, rank, world)
+    sft_result = None
+    if cfg.sft is not None and checkpoint_dir is None:  # a checkpoint already holds the fine-tuned weights
+        model, sft_result = cold_start(cfg, model, tokenizer, dist_info, ds_overrides, held_out)
+    sampler = PromptSampler(len(dataset), cfg.rollout.prompts_per_step // world, seed=cfg.seed, rank=rank, world_size=world)
+    reference = frozen_copy(model) if cfg.grpo.beta > 0 else None
+    ds_config = deepspeed_config(
+        zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=cfg.optim.micro_batch_size,
+        grad_accum_steps=completions_per_rank // cfg.optim.micro_batch_size, world_size=world,
+        max_grad_norm=cfg.optim.max_grad_norm, dtype=cfg.model.dtype, offload_optimizer=cfg.deepspeed.offload_optimizer,
+        offload_param=cfg.deepspeed.offload_param, overrides=ds_overrides,
+    )
+    engine = build_engine(
+        model, ds_config, lr=cfg.optim.lr, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps,
+        weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.optim.warmup_steps,
+        total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=cfg.optim.lr_scheduler,
+    )
+    if reference is not None:
+        reference = build_reference_engine(reference, engine, dtype=cfg.model.dtype)
+    torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
+    start_step, wandb_run_id = 0, None
+    if checkpoint_dir is not None:
+        state = load_checkpoint(engine, checkpoint_dir, rank=rank, world_size=world)
+        start_step, wandb_run_id = state["step"], state.get("wandb_run_id")
+        sampler.load_state_dict(state["sampler"])
+        restore_rng(state["rng"])
+    wandb_cfg = cfg.log.wandb
+    tracker = RunTracker(
+        run_dir, config_to_dict(cfg), enabled=dist_info.is_main, wandb_mode=wandb_cfg.mode, wandb_project=wandb_cfg.project,
+        wandb_entity=wandb_cfg.entity, wandb_name=wandb_cfg.name, wandb_tags=wandb_cfg.tags,
+        resume_step=start_step if checkpoint_dir is not None else None, wandb_run_id=wandb_run_id,
+    )
+    if dist_info.is_main:
+        resumed = f" | resumed from {checkpoint_dir} at step {start_step}" if checkpoint_dir is not None else ""
+        print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
+              f"world size {world} | ZeRO-{engine.zero_optimization_stage()}{resumed}", flush=True)
+    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, reward_names, accuracy_reward,
+               start_step, eval_rows, sft_result)

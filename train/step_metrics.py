@@ -1,0 +1,65 @@
+"""The metrics and samples of one GRPO step, gathered over ranks (README "Logged metrics" explains each key).
+
+Every value is over the whole step on all ranks: rewards, lengths and flags are all-gathered here (the loss and
+gradient metrics arrive already reduced from train/update.py). Call on every rank: the gathers are collectives.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rewards import RewardOutput
+from train.advantages import zero_std_fraction
+from train.batch import RolloutBatch
+from train.distributed import all_gather_tensor
+
+
+def step_metrics(
+    rollout: RolloutBatch,
+    scored: RewardOutput,
+    all_rewards: torch.Tensor,
+    update: dict[str, float],
+    *,
+    reward_names: list[str],
+    accuracy_reward: str,
+    skipped_updates: int,
+    seconds: dict[str, float],
+) -> dict[str, float]:
+    """rollout, scored: this rank's completions and their rewards; all_rewards: [N * world] total rewards of the
+    step; update: the last policy update's metrics; seconds: rollout / rewards / update wall time of this step."""
+    per_reward = {name: all_gather_tensor(torch.tensor(values, dtype=torch.float32)) for name, values in scored.per_reward.items()}
+    lengths = all_gather_tensor(rollout.completion_lengths)
+    counts = torch.tensor([[scored.failures.get(n, 0) for n in reward_names] + [scored.timeouts.get(n, 0) for n in reward_names]],
+                          dtype=torch.float32)
+    failures, timeouts = all_gather_tensor(counts).sum(0).split(len(reward_names))
+    empty = torch.tensor([not text.strip() for text in rollout.completion_texts])
+    step_seconds = sum(seconds.values())
+    return {
+        "reward/mean": all_rewards.mean().item(),
+        "reward/std": all_rewards.std().item(),
+        "accuracy": (per_reward[accuracy_reward] >= 1.0).float().mean().item(),
+        "zero_std_fraction": zero_std_fraction(all_rewards, rollout.group_size),
+        "completion_length/mean": lengths.float().mean().item(),
+        "completion_length/min": lengths.min().item(),
+        "completion_length/max": lengths.max().item(),
+        "truncated_fraction": all_gather_tensor(rollout.truncated).float().mean().item(),
+        "empty_completion_fraction": all_gather_tensor(empty).float().mean().item(),
+        **{f"rewards/{name}": values.mean().item() for name, values in per_reward.items()},
+        **{f"reward_failures/{name}": failures[i].item() for i, name in enumerate(reward_names)},
+        **{f"reward_timeouts/{name}": timeouts[i].item() for i, name in enumerate(reward_names)},
+        **update,
+        "skipped_updates": skipped_updates,
+        **{f"time/{phase}": value for phase, value in seconds.items()},
+        "time/step": step_seconds,
+        "tokens_per_second": lengths.sum().item() / step_seconds,
+    }
+
+
+def step_samples(prompt_texts: list[str], rollout: RolloutBatch, scored: RewardOutput, num_samples: int) -> list[dict]:
+    """The first `num_samples` of this rank's completions with their prompt and every reward (samples.jsonl)."""
+    prompts = rollout.per_completion(prompt_texts)
+    return [
+        {"prompt": prompts[i], "completion": rollout.completion_texts[i], "reward": scored.total[i],
+         **{name: values[i] for name, values in scored.per_reward.items()}}
+        for i in range(min(num_samples, len(rollout.completion_texts)))
+    ]

@@ -14,7 +14,9 @@ Where rewards run:
   length within the group, are not supported as custom rewards). A hanging call costs at most ``timeout_s``; its worker
   is killed and replaced; nothing here uses signals, so this works from any thread and inside worker processes. A batch
   in which k calls hang therefore takes about ``ceil(k / num_workers) * timeout_s`` longer: a reward that always hangs
-  slows every step a lot (and says so in the log) rather than stopping training.
+  slows every step a lot (and says so in the log) rather than stopping training. Each worker has a memory limit
+  (``worker_memory_mb``: a call that goes over it fails, its worker is replaced) and is replaced after
+  ``worker_max_calls`` calls (see :mod:`rewards.executor`).
 
 A reward that raises is caught, counted and logged once (per reward and failure kind) with a warning: training goes on.
 Configuration mistakes are different: an unknown reward name, an unknown option of a built-in reward, or an invalid
@@ -29,7 +31,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-from rewards.executor import CallResult, RewardPool
+from rewards.executor import CallResult, RewardPool, check_worker_limits
 from rewards.registry import REWARD_FNS, resolve_reward
 
 logger = logging.getLogger(__name__)
@@ -101,7 +103,8 @@ class RewardCombiner:
     """Scores a batch with several weighted rewards. Use as a context manager or call :meth:`close` (stops workers)."""
 
     def __init__(
-        self, specs: list[RewardSpec], *, timeout_s: float = 10.0, num_workers: int = 2, on_error: float = 0.0
+        self, specs: list[RewardSpec], *, timeout_s: float = 10.0, num_workers: int = 2, on_error: float = 0.0,
+        worker_memory_mb: int = 2048, worker_max_calls: int = 1000,
     ):
         self.specs = list(specs)
         names = [s.name for s in self.specs]
@@ -111,6 +114,8 @@ class RewardCombiner:
         if not timeout_s > 0 or num_workers < 1 or not math.isfinite(on_error):
             raise ValueError(f"need timeout_s > 0, num_workers >= 1, finite on_error; got {timeout_s}, {num_workers}, "
                              f"{on_error}")
+        check_worker_limits(worker_memory_mb, worker_max_calls)  # the pool starts lazily: check now
+        self.worker_memory_mb, self.worker_max_calls = worker_memory_mb, worker_max_calls
         for spec in self.specs:
             if not isinstance(spec.weight, (int, float)) or not math.isfinite(spec.weight):
                 raise ValueError(f"reward {spec.name!r} weight must be a finite number, got {spec.weight!r}")
@@ -129,7 +134,8 @@ class RewardCombiner:
         with self._pool_lock:
             if self._pool is None:
                 names = [s.name for s, pooled in zip(self.specs, self._pooled) if pooled]
-                self._pool = RewardPool(self.num_workers, preload=names)
+                self._pool = RewardPool(self.num_workers, preload=names, memory_mb=self.worker_memory_mb,
+                                        max_calls=self.worker_max_calls)
             return self._pool
 
     def start(self) -> None:

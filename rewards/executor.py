@@ -17,6 +17,16 @@ The worker gets the caller's ``sys.path`` and cwd, so ``package.module:function`
 Cost: a worker start is an interpreter start plus ``import rewards`` (math-verify, sympy): ~0.5 s on a 2-core CPU,
 paid lazily on the first call (or up front with :meth:`RewardPool.start`) and again in the background after each kill.
 A worker whose parent dies exits on its own (it polls its parent pid once a second).
+
+Bounded workers: a reward that leaks or allocates without bound must cost one call, not the machine. Each worker
+caps its private memory with RLIMIT_DATA = ``memory_mb`` (set by the worker itself before it serves; an allocation past
+it raises ``MemoryError`` in the reward: that call is an "error" and the worker is replaced, since it may be full of
+leaked memory). Memory that RLIMIT_DATA does not count (shared mappings) is caught by the parent, which
+reads each busy worker's RSS every ``MEMORY_POLL_S`` and after each call: over ``memory_mb``, the worker is killed,
+its call is a "crash" and a new worker starts. RLIMIT_AS is not used: it counts reserved address space, which e.g.
+``import torch`` in a custom reward reserves in gigabytes. Children of a worker (code_exec's sandbox has its own
+limits) are not counted. After ``max_calls`` calls a worker is replaced anyway, which bounds slow leaks before they
+cost a call.
 """
 
 from __future__ import annotations
@@ -40,11 +50,15 @@ logger = logging.getLogger(__name__)
 WORKER_START_TIMEOUT_S = 120.0  # a worker that is not ready by then is killed (e.g. an import that hangs)
 MAX_START_FAILURES = 3  # consecutive failed starts with no worker alive: give up on this call, fail its tasks
 _ORPHAN_POLL_S = 1.0
+MEMORY_POLL_S = 0.1  # how often a busy worker's RSS is read
+MIN_WORKER_MEMORY_MB = 256  # a worker at rest (interpreter + math-verify + sympy) uses ~60-100 MiB
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
-# Bootstraps a worker: adopt the caller's sys.path, then serve. argv: task fd, result fd, sys.path json, preload json.
+# Bootstraps a worker: adopt the caller's sys.path, then serve. argv: task fd, result fd, sys.path json, preload json,
+# memory limit in MiB (0: none).
 _BOOT = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
-    "from rewards.executor import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[4]))"
+    "import json, sys; sys.path[:] = json.loads(sys.argv[3]); from rewards.executor import _serve; "
+    "_serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[4]), int(sys.argv[5]))"
 )
 
 
@@ -78,8 +92,14 @@ def _call(task: tuple, cache: dict) -> tuple:
         return ("error", None, f"{type(e).__name__}: {e}"[:1000])
 
 
-def _serve(task_fd: int, result_fd: int, preload: list[str]) -> None:
+def _serve(task_fd: int, result_fd: int, preload: list[str], memory_mb: int = 0) -> None:
     """Worker main loop: receive ``(name, kwargs, completion, prompt, row)``, send ``(status, value, error)``."""
+    if memory_mb:
+        import resource
+
+        limit = memory_mb << 20
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit if hard == resource.RLIM_INFINITY else min(limit, hard)))
     tasks, results = Connection(task_fd, writable=False), Connection(result_fd, readable=False)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     cache: dict = {}
@@ -102,14 +122,31 @@ def _serve(task_fd: int, result_fd: int, preload: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- parent side
+def check_worker_limits(memory_mb: int, max_calls: int) -> None:
+    """``ValueError`` unless ``memory_mb`` is 0 (no limit) or >= ``MIN_WORKER_MEMORY_MB`` and ``max_calls`` >= 0."""
+    if not isinstance(memory_mb, int) or not (memory_mb == 0 or memory_mb >= MIN_WORKER_MEMORY_MB):
+        raise ValueError(f"worker_memory_mb must be 0 (no limit) or >= {MIN_WORKER_MEMORY_MB}, got {memory_mb!r}")
+    if not isinstance(max_calls, int) or max_calls < 0:
+        raise ValueError(f"worker_max_calls must be >= 0 (0: never recycle), got {max_calls!r}")
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_BYTES / (1 << 20)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class _Worker:
-    def __init__(self, preload: list[str]):
+    def __init__(self, preload: list[str], memory_mb: int):
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(task_r), str(result_w), json.dumps([str(p) for p in sys.path]),
-                 json.dumps(preload)],
+                 json.dumps(preload), str(memory_mb)],
                 pass_fds=(task_r, result_w),
                 stdin=subprocess.DEVNULL,
                 cwd=os.getcwd(),
@@ -124,6 +161,7 @@ class _Worker:
         self.start_deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         self.task: int | None = None  # index of the running call
         self.deadline = 0.0
+        self.calls = 0  # calls served
 
     def kill(self) -> None:
         try:
@@ -165,13 +203,17 @@ class RewardPool:
 
     A call is ``(reward name, kwargs, completion, prompt, row)`` where ``row`` maps column name -> this sample's value;
     the worker runs ``resolve_reward(name)([completion], [prompt], **{col: [value]}, **kwargs)``. One :meth:`run` at a
-    time (a lock serialises callers from several threads).
+    time (a lock serialises callers from several threads). ``memory_mb``: per-worker memory limit (0: none);
+    ``max_calls``: replace a worker after this many calls (0: never). See the module docstring.
     """
 
-    def __init__(self, num_workers: int, *, preload: list[str] | tuple[str, ...] = ()):
+    def __init__(self, num_workers: int, *, preload: list[str] | tuple[str, ...] = (), memory_mb: int = 2048,
+                 max_calls: int = 1000):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        check_worker_limits(memory_mb, max_calls)
         self.num_workers = num_workers
+        self.memory_mb, self.max_calls = memory_mb, max_calls
         self._preload = list(preload)
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
@@ -204,7 +246,7 @@ class RewardPool:
     def _fill(self) -> None:
         while len(self._workers) < self.num_workers:
             try:
-                self._workers.append(_Worker(self._preload))
+                self._workers.append(_Worker(self._preload, self.memory_mb))
             except OSError as e:  # e.g. out of file descriptors or processes
                 logger.warning("could not start a reward worker: %s", e)
                 return
@@ -237,16 +279,33 @@ class RewardPool:
                 w.ready = True
             elif w.task is not None:
                 results[w.task] = CallResult(status, value, error)
-                w.task = None
+                if self._over_memory(w):  # what the call left behind counts against it
+                    results[w.task] = self._memory_failure()
+                    self._discard(w)
+                    continue
+                w.task, w.calls = None, w.calls + 1
+                at_limit = status == "error" and error.startswith("MemoryError")  # maybe full of leaked memory
+                if at_limit or (self.max_calls and w.calls >= self.max_calls):
+                    self._discard(w)  # recycled; _fill starts a fresh one
         now = time.monotonic()
         for w in list(self._workers):
             if w.task is not None and now >= w.deadline:
                 results[w.task] = CallResult("timeout", error="reward call timed out")
                 self._discard(w)
+            elif w.task is not None and self._over_memory(w):
+                results[w.task] = self._memory_failure()
+                self._discard(w)
             elif not w.ready and now >= w.start_deadline:
                 start_failures += 1
                 self._discard(w)
         return start_failures
+
+    def _over_memory(self, w: _Worker) -> bool:
+        return bool(self.memory_mb) and _rss_mb(w.proc.pid) > self.memory_mb
+
+    def _memory_failure(self) -> CallResult:
+        return CallResult("crash", error=f"reward worker went over its memory limit of {self.memory_mb} MiB "
+                                         "(rewards.worker_memory_mb); worker replaced")
 
     def run(self, tasks: list[tuple], timeout_s: float) -> list[CallResult]:
         """Run every call; each gets at most ``timeout_s`` seconds of a worker. Never raises for a call's behaviour."""
@@ -281,7 +340,8 @@ class RewardPool:
                 if not deadlines and pending:  # no worker could be started at all
                     failed_starts = MAX_START_FAILURES
                 wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
-                failed_starts += self._poll(results, timeout=min(wait_s, 1.0))
+                busy = self.memory_mb and any(w.task is not None for w in self._workers)
+                failed_starts += self._poll(results, timeout=min(wait_s, MEMORY_POLL_S if busy else 1.0))
                 if any(w.ready for w in self._workers):
                     failed_starts = 0
                 if failed_starts >= MAX_START_FAILURES:

@@ -59,8 +59,9 @@ def resolve_reward(name: str) -> Callable[..., list]:
         raise _unknown(name, "expected 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
-    except Exception as e:  # ImportError, or the module raising while it is imported
-        raise _unknown(name, f"cannot import {module_name!r}: {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # ImportError, or the module raising or calling sys.exit() while imported
+        detail = " ".join(f"{type(e).__name__}: {e}".split())  # one line
+        raise _unknown(name, f"cannot import {module_name!r}: {detail}") from e
     fn = module
     for part in attr.split("."):  # allows "module:Class.method"
         if not hasattr(fn, part):

@@ -1,5 +1,5 @@
 """code_exec: scoring, and that hostile programs (loops, forks, memory/disk/output blow-ups, early exits, forged
-results, network) cost little and score 0. The sandbox is best-effort, see rewards/code_exec.py."""
+results, network) cost little and score 0. Escapes from the bubblewrap sandbox are tested in test_sandbox.py."""
 
 from __future__ import annotations
 
@@ -40,8 +40,7 @@ def test_scores(completion, expected, status):
 HOSTILE = {
     "infinite_loop": "while True:\n    pass\n",
     "sleep_forever": "import time\ntime.sleep(10**6)\n",
-    # Bounded (at most 2**6 processes) so that a broken guard cannot freeze the test machine: as root RLIMIT_NPROC
-    # does not apply and only the guard and the process-group kill stand in the way.
+    # Bounded (at most 2**6 processes) so that a broken sandbox cannot freeze the test machine.
     "fork_bomb": "import os\nfor _ in range(6):\n    os.fork()\n",
     "multiprocessing": "import multiprocessing as m\nm.Process(target=print).start()\n",
     "subprocess": "import subprocess\nsubprocess.run(['sh', '-c', 'sleep 100'])\n",

@@ -229,6 +229,11 @@ class RewardsConfig(_Section):
     """Score given when a reward raises, times out or does not apply."""
     accuracy_reward: str | None = None
     """Which reward is logged as `accuracy` (fraction of completions scoring >= 1); default: the first one."""
+    worker_memory_mb: int = Field(2048, ge=0)
+    """Memory limit of each reward worker in MiB (private memory, plus an RSS check); a call that goes over it scores
+    `on_error` and the worker is replaced. 0 = no limit; otherwise at least 256 (executor.MIN_WORKER_MEMORY_MB)."""
+    worker_max_calls: int = Field(1000, ge=0)
+    """Replace a reward worker after this many calls, so a slowly leaking reward never reaches the limit; 0 = never."""
 
 
 class OptimConfig(_Section):

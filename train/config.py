@@ -197,6 +197,9 @@ class GRPOConfig(_Section):
     """Divide advantages by the group's reward std, the batch's, or not at all (Dr. GRPO)."""
     importance_sampling_level: Literal["token", "sequence"] = "token"
     """Per-token ratio (GRPO) or one length-normalised ratio per sequence (GSPO)."""
+    use_bias_correction_kl: bool = False
+    """Multiply the k3 KL term by the importance ratio pi/pi_old (DeepSeek-V3.2's unbiased estimator; TRL's option of
+    this name, on by default in TRL 1.16). False keeps DeepSeekMath's plain k3. Only matters when beta > 0."""
 
     @property
     def clip_high(self) -> float:

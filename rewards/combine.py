@@ -1,9 +1,16 @@
-"""Weighted sum of reward functions, with per-reward breakdown and failure counts for logging.
+"""Weighted sum of reward functions, with per-reward breakdown, applicability and failure counts for logging.
 
 ``total[i] = Σ_k weight_k · r_k[i]`` where ``r_k[i]`` is reward k's score for completion i, or ``on_error`` when that
-call raised, timed out, crashed its worker, or returned ``None`` ("not applicable") or a non-finite value; each such
-case is counted in ``failures[name]`` (timeouts also in ``timeouts[name]``). The shape follows TitanRL
+call raised, timed out, crashed its worker, or returned a non-finite value; each such case is counted in
+``failures[name]`` (timeouts also in ``timeouts[name]``). The shape follows TitanRL
 ``rubrics/rubric.py::RubricOutput.reward_breakdown``: the total drives advantages, the breakdown goes to the logger.
+
+``None`` is not a failure: it means "not applicable" (an accuracy reward whose gold answer is unusable, e.g. the
+label "see the figure"). It is recorded in ``skipped[name][i]``, the score is NaN in ``per_reward``, and when the reward
+has a non-zero weight the row is not applicable as a whole: ``applicable[i]`` is False and ``total[i]`` is NaN, so that
+``train.advantages`` keeps that row's group out of the advantages and the loss (a 0.0 would train the policy on a
+label nobody can match). TRL 1.16 instead sums the rewards that did apply (``nansum``) and drops a row only when every
+reward returned None; open-r1/TRL ``accuracy_reward`` return None for an unparseable gold, as ours do.
 
 Where rewards run:
 * Inline, in the calling thread, on the whole batch: the cheap rewards in ``INLINE_REWARDS`` (regex/``ast`` work that
@@ -65,10 +72,16 @@ class RewardSpec:
 
 @dataclass
 class RewardOutput:
-    total: list[float]  # [N] Σ weight·reward (a failed/None reward counts as the `on_error` value)
-    per_reward: dict[str, list[float]]  # name -> [N] unweighted scores, failures replaced by `on_error`
-    failures: dict[str, int]  # name -> completions where that reward raised, timed out, crashed or gave None/NaN
+    total: list[float]  # [N] Σ weight·reward (a failed reward counts as `on_error`); NaN where not `applicable`
+    per_reward: dict[str, list[float]]  # name -> [N] unweighted scores, failures replaced by `on_error`, NaN if skipped
+    failures: dict[str, int]  # name -> completions where that reward raised, timed out, crashed or gave NaN/inf
     timeouts: dict[str, int] = field(default_factory=dict)  # name -> the subset of failures that were timeouts
+    skipped: dict[str, list[bool]] = field(default_factory=dict)  # name -> [N] True where it returned None (n/a)
+    applicable: list[bool] = field(default_factory=list)  # [N] False where a reward of non-zero weight was skipped
+
+    def skipped_counts(self) -> dict[str, int]:
+        """name -> completions that reward skipped (logged as ``reward_skipped/NAME``)."""
+        return {name: sum(flags) for name, flags in self.skipped.items()}
 
 
 def _check_builtin_options(spec: RewardSpec, fn) -> None:
@@ -200,12 +213,18 @@ class RewardCombiner:
                 raw.setdefault(name, []).append(result)
 
         total = [0.0] * n
+        applicable = [True] * n
         per_reward: dict[str, list[float]] = {}
+        skipped: dict[str, list[bool]] = {}
         failures: dict[str, int] = {}
         timeouts: dict[str, int] = {}
         for spec in self.specs:
-            scores, failed, timed_out = [], 0, 0
+            scores, flags, failed, timed_out = [], [], 0, 0
             for result in raw.get(spec.name, []):
+                flags.append(result.status == "ok" and result.value is None)  # "not applicable", not a failure
+                if flags[-1]:
+                    scores.append(math.nan)
+                    continue
                 value = _as_score(result.value) if result.status == "ok" else None
                 if value is None:
                     failed += 1
@@ -213,11 +232,17 @@ class RewardCombiner:
                         timed_out += 1
                     if result.status != "ok":
                         self._warn_once(spec.name, result.status, result.error)
-                    elif result.value is not None:
+                    else:
                         self._warn_once(spec.name, "invalid value", f"returned {result.value!r}")
                     value = self.on_error
                 scores.append(value)
-            per_reward[spec.name], failures[spec.name], timeouts[spec.name] = scores, failed, timed_out
+            per_reward[spec.name], skipped[spec.name] = scores, flags
+            failures[spec.name], timeouts[spec.name] = failed, timed_out
             for i, value in enumerate(scores):
-                total[i] += spec.weight * value
-        return RewardOutput(total=total, per_reward=per_reward, failures=failures, timeouts=timeouts)
+                if flags[i]:
+                    applicable[i] = applicable[i] and spec.weight == 0  # a weight-0 reward is only logged
+                else:
+                    total[i] += spec.weight * value
+        total = [t if ok else math.nan for t, ok in zip(total, applicable)]
+        return RewardOutput(total=total, per_reward=per_reward, failures=failures, timeouts=timeouts,
+                            skipped=skipped, applicable=applicable)

@@ -1,17 +1,30 @@
-"""Countdown numbers game (TinyZero): combine the given numbers with + - * / and parentheses to reach the target.
+r"""Countdown numbers game (TinyZero): combine the given numbers with + - * / and parentheses to reach the target.
 
-Scoring follows TinyZero ``verl/utils/reward_score/countdown.py::compute_score`` (Jiayi-Pan/TinyZero @ f36b1b8):
+Scoring follows TinyZero ``verl/utils/reward_score/countdown.py::compute_score`` (Jiayi-Pan/TinyZero @ 95df88f):
 1.0 when the equation in the last ``<answer>…</answer>`` uses every given number exactly once and evaluates to
 ``target``; ``format_score`` (default 0.1) for a well-formed arithmetic expression that is wrong, uses the numbers
-wrongly or divides by zero; 0.0 when there is no answer or it is not an arithmetic expression at all. One deliberate
-difference: TinyZero gives ``format_score`` to any ``<answer>`` content, we give it only to expressions that parse, so
-"<answer>idk</answer>" earns nothing.
+wrongly or divides by zero; 0.0 when there is no answer or it is not an arithmetic expression at all. A row whose
+``numbers`` or ``target`` are unusable gets ``None`` (not applicable: the group is left out of training).
+
+Deliberate differences from TinyZero, for anyone porting a recipe (the README has the same table):
+
+* Operators: only + - * /, unary +/- and parentheses count. TinyZero ``eval``s anything made of digits, ``+-*/().``
+  and spaces, so ``**`` (power) and ``//`` (floor division) work there; here they make the answer "not arithmetic"
+  (0.0, not even ``format_score``). ``×``/``÷`` are read as ``*``/``/`` (TinyZero: ``format_score``).
+* ``expr = 24``: only the left side of the first ``=`` is judged (the right side is ignored, even if wrong). TinyZero
+  gives ``format_score``: ``=`` fails its whitelist and 24 counts as an extra number.
+* Where the answer is read: the last ``<answer>…</answer>`` anywhere in the completion, its whole content (it may span
+  lines). TinyZero reads only the last line of the response, with a single-line regex: an answer followed by a
+  newline, or spread over two lines, scores 0 there.
+* Numbers are the expression's literals (``6.5`` is one number, matching no given integer); TinyZero's ``\d+`` reads
+  ``6.5`` as 6 and 5. Arithmetic is exact (``Fraction``, tolerance 1e-6) instead of float (tolerance 1e-5).
+* ``format_score`` only for expressions that parse: TinyZero gives it to any ``<answer>`` content, so
+  ``<answer>idk</answer>`` earns 0.1 there and nothing here.
 
 Safety: TinyZero ``eval``s the model text behind a character whitelist. Here the text is never executed: after the
 whitelist it is parsed with ``ast.parse(mode="eval")`` and a small interpreter walks only number literals, + - * /,
 unary +/- and parentheses, in exact ``Fraction`` arithmetic (so ``(4/3)*3`` is exactly 4). ``**`` is rejected, and the
 length bound caps both the nesting depth (parser and interpreter recursion) and the size of any intermediate value.
-An ``expr = value`` answer is judged on ``expr``. ``×``/``÷`` are read as ``*``/``/``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,16 @@ Gold (column ``answer``): a raw GSM8K solution ending in ``#### 42`` (the number
 ``$`` stripped, as in the GSM8K reference grader ``grade_school_math/dataset.py::extract_answer``) or a bare number.
 Prediction: the last number inside ``<answer>…</answer>`` if present, else the last number after a ``####`` marker,
 else the last number in the completion (the usual GSM8K fallback, e.g. TRL/verl ``gsm8k.py`` "flexible" mode).
-Equality is numeric with an absolute tolerance ``tol`` (default 1e-6), so ``"18.00"`` equals ``18``.
+Equality is numeric with an absolute tolerance ``tol`` (default 1e-6), so ``"18.00"`` equals ``18``. A gold with no
+number ("see the figure") makes the batch reward return ``None`` (not applicable: the group is left out of training).
+
+Deliberate differences from ``####`` extraction as in verl ``verl/utils/reward_score/gsm8k.py::extract_solution``
+(Jiayi-Pan/TinyZero @ 95df88f), for anyone porting a recipe:
+
+* an ``<answer>…</answer>`` tag wins over ``####``: ``<answer>42</answer>`` scores even without ``#### 42``;
+* verl ``method="strict"`` takes the FIRST ``#### <number>`` and scores 0 without one; here the LAST ``####`` counts
+  and, failing a tag or ``####``, the last number of the completion (verl's ``method="flexible"``);
+* verl compares strings (``"18.00" != "18"``); here numbers are compared within ``tol``.
 """
 
 from __future__ import annotations

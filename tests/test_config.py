@@ -80,3 +80,13 @@ def test_file_level_errors(tmp_path):
         load_config(write(tmp_path, MINIMAL), ["--lr", "3"])
     with pytest.raises(ConfigError, match="'rollout' is a value, not a section"):
         load_config(write(tmp_path, MINIMAL + "rollout: 3\n"), ["rollout.temperature=1"])
+
+
+def test_use_bias_correction_kl_defaults_to_plain_k3(tmp_path):
+    # TRL 1.16 defaults to True; thinkrl keeps DeepSeekMath's plain k3 unless asked (README "Where thinkrl differs").
+    path = write(tmp_path, MINIMAL)
+    assert load_config(path).grpo.use_bias_correction_kl is False
+    cfg = load_config(path, ["grpo.use_bias_correction_kl=true", "grpo.beta=0.04"])
+    assert cfg.grpo.use_bias_correction_kl is True and config_to_dict(cfg)["grpo"]["use_bias_correction_kl"] is True
+    with pytest.raises(ConfigError, match="grpo.use_bias_correction_kl"):
+        load_config(path, ["grpo.use_bias_correction_kl=maybe"])

@@ -11,6 +11,7 @@ import torch
 from train.loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, grpo_loss
 
 F64 = torch.float64
+NAN = float("nan")
 
 
 def t(x):
@@ -127,6 +128,78 @@ def test_kl_only():
     torch.testing.assert_close(loss, t(0.025))
     torch.testing.assert_close(metrics["kl"], t(0.25))
     torch.testing.assert_close(grad, t([[-0.05, 0.025]]))
+
+
+def test_bias_corrected_kl_token_level():
+    # A = 0 (only β·KL remains), β = 0.1, bnpo, num_tokens = 2. d = ref - logprob = [-ln 2, ln 2]:
+    #   k3 = e^d - d - 1 = [0.5 + ln2 - 1, 2 - ln2 - 1] = [0.19315, 0.30685]  (sum exactly 0.5)
+    #   token 0 on-policy (ratio ρ = 1), token 1 at ρ = 2 (logprob = old + ln 2).
+    # Plain k3 (DeepSeekMath, default): loss = 0.1 * 0.5 / 2 = 0.025, kl = 0.25,
+    #   grad = β/2 * (1 - e^d) = 0.05 * [0.5, -1] = [0.025, -0.05]
+    # Bias-corrected (TRL use_bias_correction_kl, DeepSeek-V3.2): ρ·k3 = [0.19315, 0.61371], sum 1.5 - ln2:
+    #   loss = 0.05 * (1.5 - ln2) = 0.040343, kl = (1.5 - ln2) / 2 = 0.40343
+    #   grad: d(ρ k3)/d logprob = ρ k3 + ρ (1 - e^d) = ρ (-d),
+    #   so grad = 0.05 * [1 * ln2, 2 * -ln2] = [0.034657, -0.069315]
+    #   (a DETACHED ρ would give 0.05 * ρ (1 - e^d) = [0.025, -0.1]: TRL keeps ρ in the graph, and so do we)
+    old = t([[-1.0, -2.0]])
+    lp = old + t([[0.0, math.log(2.0)]])
+    ref = lp + t([[-math.log(2.0), math.log(2.0)]])
+    mask = torch.ones(1, 2, dtype=F64)
+    loss, metrics, grad = run(lp, old, t([0.0]), mask, ref_logprobs=ref, beta=0.1)
+    torch.testing.assert_close((loss, metrics["kl"], grad), (t(0.025), t(0.25), t([[0.025, -0.05]])))
+    plain = run(lp, old, t([0.0]), mask, ref_logprobs=ref, beta=0.1, use_bias_correction_kl=False)
+    torch.testing.assert_close(plain[0], loss)  # False is the default
+    loss, metrics, grad = run(lp, old, t([0.0]), mask, ref_logprobs=ref, beta=0.1, use_bias_correction_kl=True)
+    ln2 = math.log(2.0)
+    torch.testing.assert_close(loss, t(0.05 * (1.5 - ln2)))
+    torch.testing.assert_close(metrics["kl"], t((1.5 - ln2) / 2))
+    torch.testing.assert_close(grad, t([[0.05 * ln2, -0.1 * ln2]]))
+
+
+def test_bias_corrected_kl_sequence_level_uses_the_sequence_ratio():
+    # GSPO: log-ratios [ln 4, 0] -> sequence ratio ρ = e^{(ln 4 + 0) / 2} = 2 on both tokens, ∂ρ/∂logprob_t = ρ / 2.
+    # d = ref - logprob = [0, ln 2] -> k3 = [0, 1 - ln2 = 0.30685], d k3 / d logprob = 1 - e^d = [0, -1].
+    # A = 0, β = 0.1, bnpo, num_tokens = 2: loss = 0.1 * ρ * (0 + 0.30685) / 2 = 0.1 * (1 - ln2) = 0.030685
+    # grad_t = 0.05 * (ρ/2 * Σ k3 + ρ * d k3_t / d logprob_t):
+    #   token 0: 0.05 * (1 - ln2)              =  0.015343
+    #   token 1: 0.05 * ((1 - ln2) - 2)        = -0.084657
+    old = t([[-1.0, -2.0]])
+    lp = old + t([[math.log(4.0), 0.0]])
+    ref = lp + t([[0.0, math.log(2.0)]])
+    loss, _, grad = run(lp, old, t([0.0]), torch.ones(1, 2, dtype=F64), ref_logprobs=ref, beta=0.1,
+                        importance_sampling_level="sequence", use_bias_correction_kl=True)  # fmt: skip
+    k3 = 1.0 - math.log(2.0)
+    torch.testing.assert_close(loss, t(0.1 * k3))
+    torch.testing.assert_close(grad, t([[0.05 * k3, 0.05 * (k3 - 2.0)]]))
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "kept_normaliser"), [("dapo", {"num_tokens": 2.0}), ("grpo", {"num_sequences": 1.0})]
+)
+def test_excluded_rows_leave_the_loss_and_its_normalisers(loss_type, kept_normaliser):
+    # Row 0 (kept): A = 1, ratio 1, ref = logprob -> ℓ = -1 on both tokens.
+    # Row 1 (its group is not applicable: advantage 0 from group_advantages): ref - logprob = ln 2 on both tokens,
+    #   k3 = 1 - ln2 = 0.30685, β = 0.1.
+    # Left in (today's default): dapo, num_tokens = 4: loss = (-2 + 0.1 * 2 * 0.30685) / 4 = -0.484657;
+    #   grpo, num_sequences = 2: (-1 + 0.1 * 0.30685) / 2 = -0.484657. The excluded row halves the signal and adds KL.
+    # Dropped (completion_mask * kept_rows, normalisers counted on kept rows): loss = -1 both ways, row 1 grad 0,
+    #   exactly the loss of row 0 alone.
+    from train.advantages import kept_rows
+
+    lp = t([[-1.0, -1.0], [-1.0, -1.0]])
+    ref = lp + t([[0.0, 0.0], [math.log(2.0), math.log(2.0)]])
+    adv, mask = t([1.0, 0.0]), torch.ones(2, 2, dtype=F64)
+    left_in = run(lp, lp.clone(), adv, mask, ref_logprobs=ref, beta=0.1, loss_type=loss_type)[0]
+    torch.testing.assert_close(left_in, t((-2 + 0.2 * (1 - math.log(2.0))) / 4))
+    kept = kept_rows(t([1.0, 0.0, NAN, NAN]), 2)[[0, 2]]  # this micro-batch: a row of group 0 (kept), one of group 1
+    kept_mask = mask * kept[:, None]
+    args = dict(num_tokens=float(kept_mask.sum()), num_sequences=float(kept.sum()))
+    assert {k: args[k] for k in kept_normaliser} == kept_normaliser
+    loss, metrics, grad = run(lp, lp.clone(), adv, kept_mask, ref_logprobs=ref, beta=0.1, loss_type=loss_type, **args)
+    torch.testing.assert_close(loss, t(-1.0))
+    assert torch.equal(grad[1], torch.zeros(2, dtype=F64)) and metrics["num_valid_tokens"] == 2
+    alone = run(lp[:1], lp[:1].clone(), adv[:1], mask[:1], ref_logprobs=ref[:1], beta=0.1, loss_type=loss_type)[0]
+    torch.testing.assert_close(loss, alone)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ import pytest
 
 from rewards import REWARD_FNS, resolve_reward
 from rewards import arithmetic, countdown, format as fmt, gsm8k, length, math_answer
-from rewards.extract import as_text, extract_answer_tag, last_boxed, last_code_block, last_number, parse_decimal
+from rewards.extract import (as_text, extract_answer_tag, final_boxed, last_boxed, last_code_block, last_number,
+                             parse_decimal)
 
 # Untrusted model output that every reward must survive (no exception, a float/None per completion, bounded time).
 ADVERSARIAL = {
@@ -108,6 +109,29 @@ def test_last_boxed(text, expected):
 
 
 @pytest.mark.parametrize(
+    "text, parts",
+    [
+        (r"x = \boxed{-2} or x = \boxed{4}", ["-2", "4"]),
+        (r"$x = \boxed{-2}$ and $x = \boxed{4}$.", ["-2", "4"]),  # $ delimiters, "x =" before the next box
+        (r"x_1 = \boxed{1}, \quad x_{2} = \boxed{2}", ["1", "2"]),
+        (r"\boxed{-2}\quad\text{or}\quad\boxed{4}", ["-2", "4"]),
+        (r"\boxed{-2} and \boxed{4}, so the sum is \boxed{2}", ["2"]),  # intermediate results: not chained
+        (r"\boxed{1} no wait \boxed{2}", ["2"]),  # no connector (math-verify would join these: < 10 characters apart)
+        (r"\boxed{1}\boxed{2}", ["2"]),
+        (r"\boxed{a \boxed{b}}", ["b"]),  # nested: the outer box does not close before the inner one
+        (r"\boxed 7", ["7"]),
+        (r"\boxed{unbalanced", None),
+        ("no box", None),
+    ],
+)
+def test_final_boxed(text, parts):
+    got = final_boxed(text)
+    assert (got if got is None else got[0]) == parts
+    if got is not None:
+        assert text[: got[1]].rstrip("}").endswith(parts[-1])  # offset just past the last box
+
+
+@pytest.mark.parametrize(
     "text, expected",
     [
         ("3 apples, $1,200.50 left", "1200.50"),
@@ -162,10 +186,69 @@ def test_math_accuracy(completion, gold, expected):
     assert math_answer.math_accuracy([completion], ["p"], answer=[gold]) == [expected]
 
 
+# Multi-part answers (issue 13 point 2): several chained boxes are one answer, judged as a set as math-verify does;
+# intermediate boxes followed by a final answer (in a last box or in words) are judged by that final answer.
+@pytest.mark.parametrize(
+    "completion, gold, expected",
+    [
+        (r"x = \boxed{-2} or x = \boxed{4}", "-2, 4", 1.0),  # was 0.0: only the last box (4) was read
+        (r"$x = \boxed{-2}$ and $x = \boxed{4}$.", r"\{-2, 4\}", 1.0),  # gold as a set
+        (r"\boxed{4} or \boxed{-2}", "x=-2, x=4", 1.0),  # order-free; gold as equations
+        (r"\boxed{(1, 2)}, \boxed{(3, 4)}", "(1,2),(3,4)", 1.0),  # several tuples
+        (r"\boxed{[1,2)} or \boxed{(3,4]}", "[1,2), (3,4]", 1.0),  # interval list
+        (r"\boxed{-2, 4}", "-2, 4", 1.0),  # one box, unchanged
+        (r"\boxed{-2}", "-2, 4", 0.0),  # half an answer
+        (r"\boxed{-2} or \boxed{4} or \boxed{5}", "-2, 4", 0.0),  # an extra root
+        (r"\boxed{-2} or \boxed{4}", "-2", 0.0),  # two candidates do not hedge a single answer
+        (r"\boxed{4}, i.e. \boxed{4}", "4", 1.0),  # the same box twice is one answer
+        # intermediate values boxed, final answer in a last box:
+        (r"we get \boxed{-2} and \boxed{4}, so the sum is \boxed{2}", "2", 1.0),
+        (r"we get \boxed{-2} and \boxed{4}, so the sum is \boxed{2}", "-2, 4", 0.0),
+        # ... or in words after the last box (was: judged by the last box, 5):
+        (r"First \boxed{3}. Then \boxed{5}. The final answer is 7.", "7", 1.0),
+        (r"First \boxed{3}. Then \boxed{5}. The final answer is 7.", "5", 0.0),
+        ("Roots \\boxed{-2} and \\boxed{4}.\n**Final Answer:** $-2$ and $4$", "-2, 4", 1.0),
+        (r"\boxed{5}. I checked the final answer: it is right.", "5", 1.0),  # no number after it: the box stands
+        (r"\boxed{1} no wait \boxed{2}", "1, 2", 0.0),  # a correction, not a two-part answer
+    ],
+)
+def test_math_multi_part_answers(completion, gold, expected):
+    assert math_answer.score(completion, gold) == expected
+
+
 def test_math_accuracy_unparseable_gold_is_not_applicable():
     assert math_answer.math_accuracy(["\\boxed{1}", "\\boxed{1}"], ["p", "p"], answer=["", "1"]) == [None, 1.0]
     with pytest.raises(ValueError, match="answer"):
         math_answer.math_accuracy(["x"], ["p"])
+
+
+@pytest.mark.parametrize("gold", ["seventeen", "see the figure", "Tuesday", "  ", "#### seventeen", None])
+def test_math_accuracy_word_gold_is_not_applicable(gold):
+    # Issue 13 point 1: wrapped in \boxed{}, "seventeen" used to parse as the product s*e*v*e*n*t*e*e*n, so every
+    # completion scored 0.0, and one that boxed the same letters scored 1.0. Now: None, like TRL and open-r1.
+    completions = [r"\boxed{17}", r"\boxed{seventeen}", "<answer>see the figure</answer>"]
+    assert math_answer.math_accuracy(completions, ["p"] * 3, answer=[gold] * 3) == [None] * 3
+    assert math_answer.parse_gold(gold) == []
+
+
+@pytest.mark.parametrize(
+    "gold, completion",
+    [
+        ("17 apples", r"\boxed{17}"),  # free text with a number: math-verify reads 17, as TRL does
+        (r"17 \text{ apples}", r"\boxed{17}"),  # \text{} content is not a word
+        (r"\frac{1}{2}", r"\boxed{0.5}"),  # LaTeX commands are not words
+        ("x = -2 and x = 4", r"x = \boxed{-2} or x = \boxed{4}"),  # "and" is a connector
+        ("sqrt(2)", r"\boxed{\sqrt{2}}"),
+        ("Janet sells 16 - 3 - 4 = 9 eggs... #### 18", "#### 18"),
+    ],
+)
+def test_math_accuracy_gold_with_words_that_math_verify_reads(gold, completion):
+    assert math_answer.math_accuracy([completion], ["p"], answer=[gold]) == [1.0]
+
+
+def test_math_answer_tag_in_words():
+    # <answer> content with words is read as free text: "\boxed{The answer is 7}" would be t*h*E*...*7.
+    assert math_answer.score("<answer>The answer is 7</answer>", "7") == 1.0
 
 
 # -------------------------------------------------------------------------------------------------------------- gsm8k
@@ -190,6 +273,22 @@ def test_gsm8k(completion, gold, expected):
 def test_gsm8k_batch_gold_without_number_is_none():
     assert gsm8k.gsm8k_accuracy(["42", "42"], ["p", "p"], answer=["#### 42", "no number"]) == [1.0, None]
     assert gsm8k.score("<answer>41.99</answer>", "42", tol=0.05) == 1.0
+
+
+@pytest.mark.parametrize(
+    "fn, columns",
+    [
+        (gsm8k.gsm8k_accuracy, {"answer": ["seventeen", "see the figure", "#### seventeen", None, ""]}),
+        (arithmetic.arithmetic_accuracy, {"answer": ["seventeen", "see the figure", "1e5", None, ""]}),
+        (countdown.countdown, {"numbers": [[1, 2]] * 5, "target": ["twenty-four", None, float("nan"), "", [3]]}),
+        (countdown.countdown, {"numbers": [[], None, "bad", ["a"], [1.5, "x"]], "target": [3] * 5}),
+    ],
+)
+def test_unusable_labels_are_not_applicable(fn, columns):
+    # Every accuracy reward that takes a reference answer says None ("not applicable") for a label it cannot use,
+    # never 0.0: rewards.combine then keeps the prompt's group out of training.
+    completions = ["<answer>17</answer>", "17", "<answer>1 + 2</answer>", "", "<answer>3</answer>"]
+    assert fn(completions, ["p"] * 5, **columns) == [None] * 5
 
 
 # --------------------------------------------------------------------------------------------------------- arithmetic

@@ -65,15 +65,47 @@ def test_weighted_total_hand_computed():
     assert combine._pool is None  # only inline rewards: no worker process was started
 
 
-def test_none_scores_on_error_and_is_counted():
+def test_none_is_not_applicable_not_a_failure():
     specs = [RewardSpec("arithmetic_accuracy", weight=2.0), RewardSpec("tag_count")]
     combine = RewardCombiner(specs, on_error=-1.0)
     out = combine(["<answer>4</answer>", "<answer>4</answer>"], ["p", "p"], {"answer": ["4", "not a number"]})
-    # row 2: arithmetic is None -> -1 (on_error) * 2; tag_count = 0.5 for both rows (answer tags only)
-    assert out.per_reward["arithmetic_accuracy"] == [1.0, -1.0]
-    assert out.total == [2.5, -1.5]
-    assert out.failures == {"arithmetic_accuracy": 1, "tag_count": 0}
+    # row 0: 2 * 1 (arithmetic) + 0.5 (tag_count: answer tags only) = 2.5
+    # row 1: arithmetic is None (unusable gold): skipped, NOT on_error (-1) and not a failure; the row's total is NaN
+    # (not applicable) although tag_count applies, so that its group is kept out of the advantages.
+    assert out.total[0] == 2.5 and math.isnan(out.total[1])
+    assert out.applicable == [True, False]
+    assert out.skipped == {"arithmetic_accuracy": [False, True], "tag_count": [False, False]}
+    assert out.skipped_counts() == {"arithmetic_accuracy": 1, "tag_count": 0}
+    assert out.per_reward["arithmetic_accuracy"][0] == 1.0 and math.isnan(out.per_reward["arithmetic_accuracy"][1])
+    assert out.per_reward["tag_count"] == [0.5, 0.5]
+    assert out.failures == {"arithmetic_accuracy": 0, "tag_count": 0}
     combine.close()
+
+
+def test_skipped_reward_of_weight_zero_is_only_logged():
+    # A weight-0 reward is logged, not trained on: its None does not make the row inapplicable.
+    specs = [RewardSpec("arithmetic_accuracy", weight=0.0), RewardSpec("tag_count")]
+    with RewardCombiner(specs) as combine:
+        out = combine(["<answer>4</answer>"], ["p"], {"answer": ["n/a"]})
+    assert out.total == [0.5] and out.applicable == [True] and out.skipped["arithmetic_accuracy"] == [True]
+
+
+def test_not_applicable_group_drops_out_of_advantages():
+    # 2 prompts x G=2. Prompt 0 (gold 4): rewards [1, 0] -> centred [0.5, -0.5], unbiased std sqrt(0.5) = 0.70711,
+    # advantages ±0.5 / (0.70711 + 1e-4) = ±0.70700. Prompt 1's gold "seventeen" is unusable: advantages exactly 0.
+    import torch
+
+    from train.advantages import group_advantages, kept_rows
+
+    completions = ["<answer>4</answer>", "<answer>5</answer>", "<answer>17</answer>", "<answer>3</answer>"]
+    with RewardCombiner([RewardSpec("arithmetic_accuracy")]) as combine:
+        out = combine(completions, ["p"] * 4, {"answer": ["4", "4", "seventeen", "seventeen"]})
+    rewards = torch.tensor(out.total, dtype=torch.float64)
+    valid = torch.tensor(out.applicable)
+    adv = group_advantages(rewards, 2, valid=valid)
+    a = 0.5 / (math.sqrt(0.5) + 1e-4)
+    torch.testing.assert_close(adv, torch.tensor([a, -a, 0.0, 0.0], dtype=torch.float64))
+    assert kept_rows(rewards, 2, valid).tolist() == [True, True, False, False]
 
 
 def test_empty_batch():
@@ -81,7 +113,8 @@ def test_empty_batch():
         out = combine([], [], {"answer": []})
     assert out == RewardOutput(total=[], per_reward={"math_accuracy": [], "format_strict": []},
                                failures={"math_accuracy": 0, "format_strict": 0},
-                               timeouts={"math_accuracy": 0, "format_strict": 0})
+                               timeouts={"math_accuracy": 0, "format_strict": 0},
+                               skipped={"math_accuracy": [], "format_strict": []}, applicable=[])
 
 
 # --------------------------------------------------------------------------------------------------- pooled rewards
@@ -139,17 +172,27 @@ def test_raising_reward_is_counted_and_logged_once(caplog):
     assert len(warnings) == 1 and "RuntimeError: buggy reward" in warnings[0].getMessage()
 
 
-@pytest.mark.parametrize("fn, warns", [("not_applicable", False), ("nan_reward", True), ("wrong_length", True),
-                                       ("crash", True)])
-def test_invalid_results_are_failures(fn, warns, caplog):
+@pytest.mark.parametrize("fn", ["nan_reward", "wrong_length", "crash"])
+def test_invalid_results_are_failures(fn, caplog):
     with RewardCombiner([RewardSpec(f"{HERE}:{fn}")], on_error=0.25) as combine, caplog.at_level(logging.WARNING):
         out = combine(["a", "b"], ["p", "p"], {})
         assert out.per_reward[f"{HERE}:{fn}"] == [0.25, 0.25] and out.failures[f"{HERE}:{fn}"] == 2
-        assert any(fn in r.getMessage() for r in caplog.records) == warns
+        assert out.applicable == [True, True] and out.skipped[f"{HERE}:{fn}"] == [False, False]
+        assert any(fn in r.getMessage() for r in caplog.records)
         if fn == "crash":  # dead workers were replaced
             ok = RewardCombiner([RewardSpec("math_accuracy")])
             assert ok(["\\boxed{2}"], ["p"], {"answer": ["2"]}).total == [1.0]
             ok.close()
+
+
+def test_pooled_none_is_skipped_silently(caplog):
+    # A custom (pooled) reward returning None and math_accuracy with an unusable gold: skipped, no failure, no warning.
+    specs = [RewardSpec(f"{HERE}:not_applicable", weight=0.0), RewardSpec("math_accuracy")]
+    with RewardCombiner(specs, on_error=0.25) as combine, caplog.at_level(logging.WARNING):
+        out = combine([r"\boxed{2}", r"\boxed{17}"], ["p", "p"], {"answer": ["2", "see the figure"]})
+    assert out.skipped == {f"{HERE}:not_applicable": [True, True], "math_accuracy": [False, True]}
+    assert out.total[0] == 1.0 and math.isnan(out.total[1]) and out.applicable == [True, False]
+    assert sum(out.failures.values()) == 0 and not caplog.records
 
 
 def test_combiner_from_a_non_main_thread():

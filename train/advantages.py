@@ -2,6 +2,10 @@
 
 Each completion's advantage is its reward minus the mean reward of its group (the G completions of the same prompt),
 optionally divided by a standard deviation:  Â_i = (r_i - mean(r_group)) / (std + eps).
+
+A group with a row whose reward is not applicable (NaN total from rewards.combine: e.g. an unusable gold answer) is
+excluded: its advantages are exactly 0, its rewards are left out of the "batch" std, and :func:`kept_rows` gives the
+per-row weight that also takes it out of the loss and its token/sequence normalisers.
 """
 
 import torch
@@ -22,13 +26,30 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return rewards.view(-1, group_size)
 
 
+def kept_rows(rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[N] bool: True for the rows of groups whose every row is valid (``valid`` [N] bool, e.g.
+    ``rewards.combine.RewardOutput.applicable``; default and always: a finite reward). Multiply the completion mask by
+    it (``completion_mask * kept[:, None]``) and count the loss normalisers on the result."""
+    grouped = _grouped(rewards, group_size)
+    if valid is not None and valid.shape != rewards.shape:
+        raise ValueError(f"valid must be [N]={tuple(rewards.shape)}, got {tuple(valid.shape)}")
+    ok = torch.isfinite(rewards) if valid is None else valid.to(torch.bool) & torch.isfinite(rewards)
+    return ok.view_as(grouped).all(dim=1, keepdim=True).expand_as(grouped).reshape(-1)
+
+
 def group_advantages(
-    rewards: torch.Tensor, group_size: int, *, scale: str = "group", eps: float = 1e-4
+    rewards: torch.Tensor,
+    group_size: int,
+    *,
+    scale: str = "group",
+    eps: float = 1e-4,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """rewards: [N] with N = B*G, laid out group-major (completions of prompt b are rows b*G .. b*G+G-1). Returns [N].
 
     Stds are unbiased (Bessel, divide by n-1: torch's default, as TRL). A group whose rewards are all equal gets exactly
-    0 (not NaN, not mean-rounding noise), and so does every row when group_size == 1.
+    0 (not NaN, not mean-rounding noise), and so does every row when group_size == 1. valid: see :func:`kept_rows`; an
+    excluded group gets exactly 0 and is left out of the "batch" std (whatever its rewards, NaN included).
     """
     if scale not in ADVANTAGE_SCALES:
         raise ValueError(f"scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
@@ -36,19 +57,24 @@ def group_advantages(
         rewards = rewards.float()
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    kept = kept_rows(rewards, group_size, valid)  # [N]
+    rewards = torch.where(kept, rewards, 0.0)  # excluded rows: any finite value; they are zeroed at the end
     grouped = _grouped(rewards, group_size)  # [B, G]
     advantages = grouped - grouped.mean(dim=1, keepdim=True)  # [B, G]
     if scale == "group" and group_size > 1:  # std of a 1-element group is NaN under Bessel; it is zeroed below
         advantages = advantages / (grouped.std(dim=1, keepdim=True) + eps)
-    elif scale == "batch" and rewards.numel() > 1:
-        advantages = advantages / (rewards.std() + eps)
+    elif scale == "batch" and int(kept.sum()) > 1:
+        advantages = advantages / (rewards[kept].std() + eps)
     # Equal rewards carry no learning signal: force exact zeros (not 0/0 = NaN when eps=0, not mean-rounding noise).
     constant = grouped.amax(dim=1, keepdim=True) == grouped.amin(dim=1, keepdim=True)  # [B, 1]
-    advantages = torch.where(constant, 0.0, advantages)
+    advantages = torch.where(constant | ~kept.view_as(grouped), 0.0, advantages)
     return advantages.reshape(-1)
 
 
-def zero_std_fraction(rewards: torch.Tensor, group_size: int) -> float:
-    """Fraction of groups whose rewards are all equal (zero advantage, no gradient). Logged as a metric; 1.0 if G=1."""
+def zero_std_fraction(rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> float:
+    """Fraction of the kept groups (see :func:`kept_rows`) whose rewards are all equal (zero advantage, no gradient).
+    Logged as a metric; 1.0 if G=1, 0.0 if no group is kept."""
     grouped = _grouped(rewards, group_size)
-    return (grouped.amax(dim=1) == grouped.amin(dim=1)).float().mean().item()
+    kept = kept_rows(rewards, group_size, valid).view_as(grouped)[:, 0]  # [B]
+    constant = grouped.amax(dim=1) == grouped.amin(dim=1)
+    return (constant & kept).sum().item() / max(int(kept.sum()), 1)

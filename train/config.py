@@ -201,6 +201,9 @@ class GRPOConfig(_Section):
     """Divide advantages by the group's reward std, the batch's, or not at all (Dr. GRPO)."""
     importance_sampling_level: Literal[IMPORTANCE_SAMPLING_LEVELS] = "token"
     """Per-token ratio (GRPO) or one length-normalised ratio per sequence (GSPO)."""
+    use_bias_correction_kl: bool = False
+    """Multiply the k3 KL term by the importance ratio pi/pi_old (DeepSeek-V3.2's unbiased estimator; TRL's option of
+    this name, on by default in TRL 1.16). False keeps DeepSeekMath's plain k3. Only matters when beta > 0."""
 
     @model_validator(mode="after")
     def _resolve_epsilon_high(self) -> "GRPOConfig":

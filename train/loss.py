@@ -10,6 +10,13 @@ arXiv:2503.14476 §3.1):
 With importance_sampling_level="sequence" (GSPO, arXiv:2507.18071) ρ_{i,t} is replaced for every t by the
 length-normalised sequence ratio exp(mean_t log ρ_{i,t}); the gradient flows through that mean.
 
+With use_bias_correction_kl=True the KL term is β ρ_{i,t} k3_{i,t} instead of β k3_{i,t}: the tokens were sampled
+from π_θ_old, so weighting k3 by ρ = π_θ/π_θ_old makes it an unbiased estimate of KL(π_θ || π_ref) and its gradient
+the unbiased reverse-KL gradient (DeepSeek-V3.2, arXiv:2512.02556 §3.1 "Scaling GRPO", eq. 7). As in TRL 1.16
+(`per_token_kl = per_token_kl * coef_1` in `GRPOTrainer._compute_loss`, `use_bias_correction_kl`), ρ is NOT
+detached, so the gradient changes even on-policy where ρ = 1: d(ρ k3)/d log π_θ = ρ (log π_θ - log π_ref), against
+1 - π_ref/π_θ for plain k3. With importance_sampling_level="sequence" the sequence ratio is the weight, as in TRL.
+
 The loss types differ only in how ℓ is reduced (|o_i| = valid tokens of completion i):
 
     grpo     Σ_i (Σ_t ℓ_{i,t} / |o_i|) / num_sequences          DeepSeekMath eq. 3
@@ -84,6 +91,7 @@ def grpo_loss(
     num_sequences: float,
     max_completion_length: int,
     importance_sampling_level: str = "token",
+    use_bias_correction_kl: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped GRPO surrogate loss of one micro-batch (see the module docstring for the formulas).
 
@@ -103,13 +111,15 @@ def grpo_loss(
             Unused (not checked) by bnpo/dapo.
         max_completion_length: dr_grpo's constant per-sequence normaliser (the generation budget).
         importance_sampling_level: "token" (PPO/GRPO) or "sequence" (GSPO).
+        use_bias_correction_kl: weight the k3 term by the (non-detached) importance ratio, TRL's option of that name
+            (DeepSeek-V3.2); False is DeepSeekMath's plain k3. Only matters when beta > 0.
 
     Returns:
         loss: scalar, to be backpropagated as is (no further division by micro-batch count or world size; if the
             engine averages gradients over ranks, the caller must compensate, e.g. multiply by world size).
         metrics: detached scalars, token-weighted over this micro-batch's valid tokens (0 if it has none):
-            clip_ratio/low_mean, clip_ratio/high_mean, clip_ratio/region_mean, ratio_mean, kl (only if beta > 0),
-            num_valid_tokens.
+            clip_ratio/low_mean, clip_ratio/high_mean, clip_ratio/region_mean, ratio_mean, kl (only if beta > 0;
+            the importance-weighted k3 when use_bias_correction_kl, as TRL logs it), num_valid_tokens.
     """
     _check_inputs(
         logprobs, old_logprobs, ref_logprobs, advantages, completion_mask, loss_type=loss_type, epsilon=epsilon,
@@ -134,7 +144,9 @@ def grpo_loss(
     per_token_loss = -torch.min(ratio * adv, clipped_ratio * adv)  # [N, L]
     if beta > 0:
         ref_minus_pi = torch.where(valid, ref_logprobs.detach().to(dtype) - logprobs, 0.0)
-        kl = torch.exp(ref_minus_pi) - ref_minus_pi - 1.0  # k3 >= 0, unbiased estimate of KL(π_θ || π_ref)
+        kl = torch.exp(ref_minus_pi) - ref_minus_pi - 1.0  # k3 >= 0, unbiased estimate of KL(π_θ || π_ref) under π_θ
+        if use_bias_correction_kl:
+            kl = kl * ratio  # tokens come from π_θ_old: importance-weight k3 (see module docstring; not detached)
         per_token_loss = per_token_loss + beta * kl
     per_token_loss = per_token_loss * mask
 

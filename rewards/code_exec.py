@@ -54,173 +54,33 @@ import math
 import os
 import resource
 import secrets
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 from rewards.extract import as_text, extract_answer_tag, last_code_block
+from rewards.sandbox import (
+    BWRAP_ENV_VARS, HARNESS, TMPFS_BYTES, bwrap_argv, end_sandbox, interpreter, sandbox_init_pidfd,  # noqa: F401 (TMPFS_BYTES: re-export)
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000  # a longer "solution" is a dump, not code worth a process
 MAX_RESULT_BYTES = 1 << 20  # how much of the results file is read back
 FILE_SIZE_LIMIT_BYTES = 16 << 20  # RLIMIT_FSIZE: the largest file the program may write
-TMPFS_BYTES = 64 << 20  # size of the sandbox's private /tmp (memory-backed, and not counted in RLIMIT_AS)
 PROCESS_LIMIT = 0  # processes or threads a sandboxed program may start besides itself
 SANDBOX_UID_BASE, SANDBOX_UID_SPAN = 1 << 30, 1 << 29  # root: the program runs as a random uid in this range
 BWRAP_ENV, UNSAFE_ENV = "THINKRL_BWRAP", "THINKRL_UNSAFE_NO_SANDBOX"
 INSTALL_HINT = ("apt-get install bubblewrap (Debian/Ubuntu), dnf install bubblewrap (Fedora/RHEL), "
                 "pacman -S bubblewrap (Arch); Linux only")
-_SANDBOX_START_S = 10.0  # how long bwrap may take to create the namespaces before the call gives up on it
 
-# Runs in the sandboxed interpreter. Reads {"code", "tests", "alarm_s", "sandbox"} as JSON after a nonce line from
-# stdin. In the sandbox it first becomes its own unprivileged uid (when bwrap ran as root) and sets the rlimits,
-# RLIMIT_NPROC from the tasks that uid has now (in this PID namespace: bwrap's init when bwrap mapped a user, and
-# itself). Then it frees stdin, points fds 1/2 at /dev/null (prints are not results and cannot fill the disk),
-# installs the guard, and writes "<nonce> <test index> <0|1>" lines to a private dup of the original stdout after every
-# test, so a later hang or crash keeps the results reported before it.
-_HARNESS = r"""
-import json, os, signal, sys
-_nonce = sys.stdin.readline().strip()
-_payload = json.loads(sys.stdin.read())
-_sandbox = _payload["sandbox"]
-if _sandbox is not None:
-    import resource
-    if os.getuid() == 0:
-        _id = _sandbox["uid"]
-        os.setgroups([])
-        os.setresgid(_id, _id, _id)
-        os.setresuid(_id, _id, _id)  # clears every capability
-        if os.getresuid() != (_id, _id, _id) or os.getgroups():
-            os._exit(111)
-    _tasks = 0
-    for _pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/status" % _pid) as _f:
-                _status = dict(_l.split(":", 1) for _l in _f.read().splitlines() if ":" in _l)
-            if int(_status["Uid"].split()[0]) == os.getuid():
-                _tasks += int(_status["Threads"])
-        except (OSError, KeyError, ValueError):
-            pass
-    _nproc = _tasks + _sandbox["process_limit"]
-    for _res, _soft, _hard in _sandbox["rlimits"] + [[resource.RLIMIT_NPROC, _nproc, _nproc]]:
-        resource.setrlimit(_res, (_soft, _hard))
-_null = os.open(os.devnull, os.O_RDWR)
-_out = os.dup(1)
-for _fd in (0, 1, 2):
-    os.dup2(_null, _fd)
-signal.alarm(int(_payload["alarm_s"]))
-_write, _exit, _exec, _compile = os.write, os._exit, exec, compile
-
-def _deny(*args, **kwargs):
-    raise PermissionError("disabled in the thinkrl reward sandbox")
-
-import posix, _posixsubprocess, _socket, socket, resource
-for _mod in (os, posix):
-    for _name in ("fork", "forkpty", "vfork", "system", "popen", "posix_spawn", "posix_spawnp", "execv", "execve",
-                  "execl", "execle", "execlp", "execlpe", "execvp", "execvpe", "spawnl", "spawnle", "spawnlp",
-                  "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "kill", "killpg", "setsid", "setpgid",
-                  "setpgrp", "register_at_fork"):
-        if hasattr(_mod, _name):
-            setattr(_mod, _name, _deny)
-_posixsubprocess.fork_exec = _deny
-for _mod in (socket, _socket):
-    for _name in ("socket", "socketpair", "fromfd", "create_connection", "create_server"):
-        if hasattr(_mod, _name):
-            setattr(_mod, _name, _deny)
-for _name in ("alarm", "setitimer", "signal", "pthread_kill", "pthread_sigmask", "sigwait"):
-    setattr(signal, _name, _deny)
-resource.setrlimit = _deny
-
-_code, _tests = _payload["code"], _payload["tests"]
-del _payload, _sandbox
-_ns = {"__name__": "__solution__", "__builtins__": __builtins__}
-try:
-    _exec(_compile(_code, "solution.py", "exec"), _ns)
-    _loaded = True
-except SystemExit:
-    _loaded = True
-except BaseException:
-    _loaded = False
-for _i, _test in enumerate(_tests):
-    _ok = False
-    if _loaded:
-        try:
-            _exec(_compile(_test, "test_%d.py" % _i, "exec"), _ns)
-            _ok = True
-        except BaseException:
-            _ok = False
-    _write(_out, ("%s %d %d\n" % (_nonce, _i, _ok)).encode())
-_exit(0)
-"""
 
 
 # ---------------------------------------------------------------------------------------------------------- sandbox
 def _unsafe(unsafe_no_sandbox: bool) -> bool:
     return bool(unsafe_no_sandbox) or os.environ.get(UNSAFE_ENV, "") == "1"
-
-
-def _interpreter() -> str:
-    """The base interpreter (not a venv's wrapper), resolved, so that its installation is all the sandbox needs."""
-    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
-
-
-def _readonly_paths(interpreter: str) -> list[str]:
-    """Host directories the sandbox sees read-only: /usr, and the interpreter's installation prefix when it is
-    elsewhere (pyenv, conda, uv), parents first (a later bind would hide an earlier one below it)."""
-    paths = ["/usr"]
-    for path in (sys.base_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname(interpreter))):
-        path = os.path.realpath(path)
-        if path != "/" and not any(path == p or path.startswith(p + "/") for p in paths):
-            paths.append(path)
-    return sorted(paths, key=len)
-
-
-@functools.lru_cache(maxsize=None)
-def _bwrap_has(bwrap: str, option: str) -> bool:
-    try:
-        usage = subprocess.run([bwrap, "--help"], capture_output=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return option.encode() in usage
-
-
-def _bwrap_argv(bwrap: str, interpreter: str, info_fd: int | None) -> list[str]:
-    """The bwrap command line up to and including ``interpreter -I``."""
-    argv = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
-            "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", "/tmp"]
-    if os.geteuid() == 0:  # no user namespace; the harness drops to its own uid with these two capabilities
-        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    else:
-        argv += ["--unshare-user"] + (["--disable-userns"] if _bwrap_has(bwrap, "--disable-userns") else [])
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # symlinks into /usr on merged-/usr systems
-        if os.path.islink(top):
-            argv += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            argv += ["--ro-bind", top, top]
-    for path in _readonly_paths(interpreter):
-        parents = []
-        parent = os.path.dirname(path)
-        while parent != "/":
-            parents.insert(0, parent)
-            parent = os.path.dirname(parent)
-        for parent in parents:  # bwrap would create them 0700, closed to the sandbox's uid
-            argv += ["--perms", "0755", "--dir", parent]
-        argv += ["--ro-bind", path, path]
-    argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",  # how /usr/local Pythons find libpython
-             "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
-             "--chdir", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/"]
-    if info_fd is not None:
-        argv += ["--info-fd", str(info_fd)]  # reports the host pid of the sandbox's PID 1
-    return argv + ["--", interpreter, "-I"]
-
-
-_BWRAP_ENV_VARS = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # bwrap's own environment: /proc/1/environ inside
 
 
 @functools.lru_cache(maxsize=None)
@@ -305,47 +165,6 @@ def _apply_rlimits(limits: list[tuple[int, int, int]]) -> None:
         resource.setrlimit(res, (soft, hard))
 
 
-def _sandbox_init(info_fd: int) -> int | None:
-    """A pidfd of the sandbox's PID 1, from bwrap's ``--info-fd`` report (written right after it forks); ``None`` if
-    there is none (bwrap failed early, or a kernel without pidfds)."""
-    data, deadline = b"", time.monotonic() + _SANDBOX_START_S
-    try:
-        while b"}" not in data:
-            ready, _, _ = select.select([info_fd], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(info_fd, 4096) if ready else b""
-            if not chunk:
-                break
-            data += chunk
-        return os.pidfd_open(int(json.loads(data)["child-pid"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    finally:
-        os.close(info_fd)
-
-
-def _end(proc: subprocess.Popen, init_pidfd: int | None) -> None:
-    """Kill the sandbox (or unsandboxed process group) and wait until every process of it is gone."""
-    if init_pidfd is not None:
-        try:  # PID 1 of the namespace: the kernel kills every other process in it before PID 1 is reported dead
-            signal.pidfd_send_signal(init_pidfd, signal.SIGKILL)
-        except OSError:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # start_new_session=True: the group id is the child's pid
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.kill()
-    except OSError:
-        pass
-    proc.wait()
-    if init_pidfd is not None:
-        try:
-            select.select([init_pidfd], [], [], _SANDBOX_START_S)  # readable once PID 1 and the namespace are gone
-        finally:
-            os.close(init_pidfd)
-
-
 def run_tests(
     code: str, tests: list[str], *, time_limit_s: float = 5.0, memory_mb: int = 1024, unsafe_no_sandbox: bool = False
 ) -> tuple[list[bool], str]:
@@ -388,7 +207,7 @@ def _execute(
                 if bwrap is None:
                     env = {"PATH": os.defpath, "HOME": tmp, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
                     proc = subprocess.Popen(
-                        [sys.executable, "-I", "-c", _HARNESS], stdin=stdin, stdout=out, stderr=subprocess.DEVNULL,
+                        [sys.executable, "-I", "-c", HARNESS], stdin=stdin, stdout=out, stderr=subprocess.DEVNULL,
                         cwd=tmp, env=env, close_fds=True, start_new_session=True,
                         preexec_fn=functools.partial(_apply_rlimits, limits),
                     )
@@ -396,8 +215,8 @@ def _execute(
                     info_r, info_w = os.pipe()
                     try:
                         proc = subprocess.Popen(
-                            _bwrap_argv(bwrap, _interpreter(), info_w) + ["-c", _HARNESS], stdin=stdin, stdout=out,
-                            stderr=err, cwd="/", env=_BWRAP_ENV_VARS, close_fds=True, pass_fds=(info_w,),
+                            bwrap_argv(bwrap, interpreter(), info_w) + ["-c", HARNESS], stdin=stdin, stdout=out,
+                            stderr=err, cwd="/", env=BWRAP_ENV_VARS, close_fds=True, pass_fds=(info_w,),
                             start_new_session=True,
                         )
                     except BaseException:
@@ -405,7 +224,7 @@ def _execute(
                         raise
                     finally:
                         os.close(info_w)
-                    init_pidfd = _sandbox_init(info_r)  # closes info_r
+                    init_pidfd = sandbox_init_pidfd(info_r)  # closes info_r
             except (OSError, subprocess.SubprocessError) as e:
                 return passed, "crash", f"{type(e).__name__}: {e}"
             # The child holds both files open; unlinking hides them from the program's cwd listing (unsandboxed).
@@ -417,7 +236,7 @@ def _execute(
             except subprocess.TimeoutExpired:
                 status = "timeout"
             finally:
-                _end(proc, init_pidfd)  # also ends whatever the program left running
+                end_sandbox(proc, init_pidfd)  # also ends whatever the program left running
             out.seek(0)
             lines = out.read(MAX_RESULT_BYTES).decode("ascii", "replace").splitlines()
             err.seek(0)

@@ -1,5 +1,7 @@
 """End to end through the command line: `python -m train` on configs/smoke.yaml, and bad input."""
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -77,3 +79,28 @@ def test_bad_launcher_environment(tmp_path, env, message):
     result = subprocess.run(command, cwd=REPO, env={**full_env, **env}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_rows_with_an_unusable_gold_answer_are_left_out_not_scored_zero(tmp_path):
+    """Half the prompts carry a gold answer no reward can read ("see the figure"): their groups are counted in
+    reward_skipped/NAME and excluded_group_fraction, the run trains on the rest with finite metrics, and held-out
+    prompts with such a gold are left out of the eval means (issue 13, point 1, through the trainer)."""
+    rows = [{"prompt": f"What is {a} + {a + 1}?", "answer": str(2 * a + 1) if a % 2 else "see the figure"} for a in range(40)]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run_train([
+        "--config", str(SMOKE), f"output_dir={tmp_path}", "run_name=mixed", "max_steps=3", f"data.source={data}",
+        f"eval.source={data}", "eval.limit=8", "eval.k=1", "data.limit=40",
+        "rewards.functions=[{name: arithmetic_accuracy, weight: 1.0}, {name: tag_count, weight: 0.25}]",
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(tmp_path / "mixed" / "metrics.jsonl")
+    steps = [r for r in records if r["step"] > 0]
+    assert sum(r["reward_skipped/arithmetic_accuracy"] for r in steps) > 0
+    assert all(r["reward_skipped/arithmetic_accuracy"] == 4 * round(r["excluded_group_fraction"] * 4) for r in steps)
+    for r in steps:
+        assert math.isfinite(r["loss"]) and r["reward_failures/arithmetic_accuracy"] == 0
+        assert r["excluded_group_fraction"] == 1.0 or math.isfinite(r["reward/mean"])
+    assert records[0]["eval/num_not_applicable"] > 0
+    assert records[0]["eval/num_prompts"] + records[0]["eval/num_not_applicable"] == 8

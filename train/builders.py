@@ -127,7 +127,10 @@ def build_rewards(cfg: TrainConfig) -> tuple[RewardCombiner, list[str], str]:
     """(combiner, reward names, the reward that defines accuracy); unknown names or options are a ConfigError."""
     specs = [RewardSpec(name=r.name, weight=r.weight, kwargs=r.kwargs) for r in cfg.rewards.functions]
     try:
-        combiner = RewardCombiner(specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error)
+        combiner = RewardCombiner(
+            specs, timeout_s=cfg.rewards.timeout_s, num_workers=cfg.rewards.num_workers, on_error=cfg.rewards.on_error,
+            worker_memory_mb=cfg.rewards.worker_memory_mb, worker_max_calls=cfg.rewards.worker_max_calls,
+        )
     except ValueError as exc:
         raise ConfigError(f"rewards.functions: {exc}") from None
     names = [s.name for s in specs]

@@ -229,7 +229,8 @@ class RewardsConfig(_Section):
     num_workers: int = Field(2, ge=1)
     """Worker processes for the expensive rewards (math-verify, code execution)."""
     on_error: float = 0.0
-    """Score given when a reward raises, times out or does not apply."""
+    """Score given when a reward raises or times out. A reward that does not apply (None, e.g. an unusable gold
+    answer) is not a failure: its group is left out of the step (counted in reward_skipped/NAME)."""
     accuracy_reward: str | None = None
     """Which reward is logged as `accuracy` (fraction of completions scoring >= 1); default: the first one."""
     worker_memory_mb: int = Field(2048, ge=0)

@@ -49,8 +49,9 @@ class EvalResult:
     metrics: dict[str, float]  # eval/... -> mean over this call's prompts (metrics_from_sums(sums, num_prompts))
     samples: list[dict]  # the first `num_samples` greedy completions: prompt, completion, reward, correct, each reward
     sums: dict[str, float]  # eval/... -> sum over prompts of the per-prompt value; all-reduce these to combine ranks
-    num_prompts: int  # B, the prompts this call evaluated
+    num_prompts: int  # B, the prompts this call evaluated and could judge
     per_prompt: dict[str, list[float]] = field(default_factory=dict)  # eval/... -> [B] per-prompt values, prompt order
+    num_not_applicable: int = 0  # prompts left out because a reward could not judge them (e.g. an unusable gold)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -77,6 +78,7 @@ def prompt_metrics(
     greedy_lengths: list[int],
     greedy_truncated: list[bool],
     sampled_correct: list[list[bool]] | None,
+    samples_per_prompt: int = 0,
 ) -> dict[str, list[float]]:
     """Per-prompt values of every metric. Greedy lists are [B]; `sampled_correct` is [B][n] (None: no sampling).
 
@@ -89,7 +91,7 @@ def prompt_metrics(
         f"{PREFIX}truncated_fraction": [float(t) for t in greedy_truncated],
     }
     if sampled_correct is not None:
-        n = len(sampled_correct[0]) if sampled_correct else 0
+        n = len(sampled_correct[0]) if sampled_correct else samples_per_prompt  # no prompt: the same keys, empty
         if any(len(row) != n for row in sampled_correct):
             raise ValueError("every prompt needs the same number of samples")
         if n > 1:
@@ -212,9 +214,15 @@ def evaluate(
         scores = _score(combiner, prompts, columns, s_texts, s_lengths, k).per_reward[correct_reward]
         sampled_correct = [[score >= 1.0 for score in scores[b * k : (b + 1) * k]] for b in range(len(prompts))]
 
+    # A prompt that a reward could not judge (its gold answer is unusable: the reward said None) is neither right nor
+    # wrong: it is left out of every mean and counted instead.
+    judged = [i for i, ok in enumerate(greedy.applicable) if ok]
+    pick = lambda values: [values[i] for i in judged]  # noqa: E731
     per_prompt = prompt_metrics(
-        greedy_correct=greedy_correct, greedy_total=greedy.total, greedy_rewards=greedy.per_reward,
-        greedy_lengths=lengths, greedy_truncated=truncated, sampled_correct=sampled_correct,
+        greedy_correct=pick(greedy_correct), greedy_total=pick(greedy.total),
+        greedy_rewards={name: pick(values) for name, values in greedy.per_reward.items()},
+        greedy_lengths=pick(lengths), greedy_truncated=pick(truncated),
+        sampled_correct=pick(sampled_correct) if sampled_correct is not None else None, samples_per_prompt=k,
     )
     sums, num_prompts = sum_per_prompt(per_prompt)
     samples = [
@@ -222,8 +230,8 @@ def evaluate(
          **{name: values[i] for name, values in greedy.per_reward.items()}}
         for i in range(min(num_samples, len(prompts)))
     ]
-    return EvalResult(metrics=metrics_from_sums(sums, num_prompts), samples=samples, sums=sums, num_prompts=num_prompts,
-                      per_prompt=per_prompt)
+    return EvalResult(metrics=metrics_from_sums(sums, num_prompts) if num_prompts else {}, samples=samples, sums=sums,
+                      num_prompts=num_prompts, per_prompt=per_prompt, num_not_applicable=len(prompts) - len(judged))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

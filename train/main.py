@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from train.advantages import group_advantages
+from train.advantages import group_advantages, kept_rows
 from train.batch import TrainBatch
 from train.builders import Run, setup
 from train.checkpoint import CheckpointError, capture_rng, export_policy, save_checkpoint
@@ -73,16 +73,19 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
     columns = {name: rollout.per_completion(values) for name, values in rows.items()}
     columns["completion_length"] = rollout.completion_lengths.tolist()
     scored = run.combiner(rollout.completion_texts, rollout.per_completion(prompt_texts), columns)
-    rewards = torch.tensor(scored.total, dtype=torch.float32)  # [N]
-    # Advantages from the global batch: groups never straddle ranks, but the "batch" std needs every reward.
-    all_rewards = all_gather_tensor(rewards)
-    n_local, rank = rewards.numel(), dist_info.rank
-    advantages = group_advantages(all_rewards, rollout.group_size, scale=cfg.grpo.scale_rewards)[rank * n_local : (rank + 1) * n_local]
+    rewards = torch.tensor(scored.total, dtype=torch.float32)  # [N], NaN where a reward did not apply
+    # Advantages from the global batch: groups never straddle ranks, but the "batch" std needs every reward. A group
+    # with a row no reward could judge (e.g. an unusable gold answer) is kept out of the advantages and the loss.
+    all_rewards, all_applicable = all_gather_tensor(rewards), all_gather_tensor(torch.tensor(scored.applicable, dtype=torch.bool))
+    mine = slice(dist_info.rank * rewards.numel(), (dist_info.rank + 1) * rewards.numel())
+    advantages = group_advantages(all_rewards, rollout.group_size, scale=cfg.grpo.scale_rewards, valid=all_applicable)[mine]
+    kept = kept_rows(all_rewards, rollout.group_size, all_applicable)[mine]  # [N] bool
     t_rewards = time.perf_counter()
     logprob_kwargs = dict(micro_batch_size=cfg.optim.micro_batch_size, temperature=cfg.rollout.temperature, chunk_size=cfg.optim.logprob_chunk_size)
     L = rollout.completion_mask.shape[1]
     batch = TrainBatch(
-        input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, completion_mask=rollout.completion_mask.float(),
+        input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+        completion_mask=rollout.completion_mask.float() * kept.to(rollout.completion_mask.device).unsqueeze(1),
         advantages=advantages.to(run.engine.device),
         old_logprobs=sequence_logprobs(run.engine, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if cfg.grpo.num_iterations > 1 else None,
         ref_logprobs=sequence_logprobs(run.reference, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if run.reference is not None else None,
@@ -94,11 +97,12 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
             temperature=cfg.rollout.temperature, logprob_chunk_size=cfg.optim.logprob_chunk_size, loss_type=cfg.grpo.loss_type,
             epsilon=cfg.grpo.epsilon, epsilon_high=cfg.grpo.epsilon_high, beta=cfg.grpo.beta,
             max_completion_length=cfg.rollout.max_completion_length, importance_sampling_level=cfg.grpo.importance_sampling_level,
+            use_bias_correction_kl=cfg.grpo.use_bias_correction_kl,
         )
         skipped += int(update.pop("skipped"))
     t_end = time.perf_counter()
     metrics = step_metrics(
-        rollout, scored, all_rewards, update, reward_names=run.reward_names, accuracy_reward=run.accuracy_reward,
+        rollout, scored, all_rewards, all_applicable, update, reward_names=run.reward_names, accuracy_reward=run.accuracy_reward,
         skipped_updates=skipped, seconds={"rollout": t_rollout - t_start, "rewards": t_rewards - t_rollout, "update": t_end - t_rewards},
     )
     return metrics, step_samples(prompt_texts, rollout, scored, cfg.log.num_samples)
@@ -117,8 +121,11 @@ def held_out_eval(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict
             num_samples=cfg.log.num_samples, show_progress=dist_info.is_main, synced_gpus=synced_generation(run.engine),
         )
     keys = sorted(result.sums)
-    totals = all_reduce_sum(torch.tensor([result.sums[k] for k in keys] + [result.num_prompts], dtype=torch.float64)).tolist()
-    return metrics_from_sums(dict(zip(keys, totals[:-1])), int(totals[-1])), [{"split": "eval", **s} for s in result.samples]
+    counts = [result.num_prompts, result.num_not_applicable]
+    totals = all_reduce_sum(torch.tensor([result.sums[k] for k in keys] + counts, dtype=torch.float64)).tolist()
+    metrics = metrics_from_sums(dict(zip(keys, totals[:-2])), int(totals[-2]))
+    metrics["eval/num_not_applicable"] = totals[-1]
+    return metrics, [{"split": "eval", **s} for s in result.samples]
 
 
 def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:

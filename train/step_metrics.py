@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from rewards import RewardOutput
-from train.advantages import zero_std_fraction
+from train.advantages import kept_rows, zero_std_fraction
 from train.batch import RolloutBatch
 from train.distributed import all_gather_tensor
 
@@ -18,6 +18,7 @@ def step_metrics(
     rollout: RolloutBatch,
     scored: RewardOutput,
     all_rewards: torch.Tensor,
+    all_applicable: torch.Tensor,
     update: dict[str, float],
     *,
     reward_names: list[str],
@@ -25,34 +26,46 @@ def step_metrics(
     skipped_updates: int,
     seconds: dict[str, float],
 ) -> dict[str, float]:
-    """rollout, scored: this rank's completions and their rewards; all_rewards: [N * world] total rewards of the
-    step; update: the last policy update's metrics; seconds: rollout / rewards / update wall time of this step."""
+    """rollout, scored: this rank's completions and their rewards; all_rewards, all_applicable: [N * world] total
+    rewards of the step (NaN where a reward did not apply) and whether they did; update: the last policy update's
+    metrics; seconds: rollout / rewards / update wall time of this step. Rewards and accuracy are means over the rows
+    that were scored; `excluded_group_fraction` is the share of groups the step left out."""
     per_reward = {name: all_gather_tensor(torch.tensor(values, dtype=torch.float32)) for name, values in scored.per_reward.items()}
     lengths = all_gather_tensor(rollout.completion_lengths)
-    counts = torch.tensor([[scored.failures.get(n, 0) for n in reward_names] + [scored.timeouts.get(n, 0) for n in reward_names]],
-                          dtype=torch.float32)
-    failures, timeouts = all_gather_tensor(counts).sum(0).split(len(reward_names))
+    skipped = scored.skipped_counts()
+    counts = torch.tensor([[float(table.get(n, 0)) for table in (scored.failures, scored.timeouts, skipped) for n in reward_names]])
+    failures, timeouts, skips = all_gather_tensor(counts).sum(0).split(len(reward_names))
+    kept = kept_rows(all_rewards, rollout.group_size, all_applicable)
+    scored_rewards = all_rewards[kept]
     empty = torch.tensor([not text.strip() for text in rollout.completion_texts])
     step_seconds = sum(seconds.values())
     return {
-        "reward/mean": all_rewards.mean().item(),
-        "reward/std": all_rewards.std().item(),
-        "accuracy": (per_reward[accuracy_reward] >= 1.0).float().mean().item(),
-        "zero_std_fraction": zero_std_fraction(all_rewards, rollout.group_size),
+        "reward/mean": scored_rewards.mean().item() if scored_rewards.numel() else float("nan"),
+        "reward/std": scored_rewards.std().item() if scored_rewards.numel() > 1 else float("nan"),
+        "accuracy": _accuracy(per_reward[accuracy_reward]),
+        "zero_std_fraction": zero_std_fraction(all_rewards, rollout.group_size, all_applicable),
+        "excluded_group_fraction": 1.0 - kept.float().mean().item(),
         "completion_length/mean": lengths.float().mean().item(),
         "completion_length/min": lengths.min().item(),
         "completion_length/max": lengths.max().item(),
         "truncated_fraction": all_gather_tensor(rollout.truncated).float().mean().item(),
         "empty_completion_fraction": all_gather_tensor(empty).float().mean().item(),
-        **{f"rewards/{name}": values.mean().item() for name, values in per_reward.items()},
+        **{f"rewards/{name}": values.nanmean().item() for name, values in per_reward.items()},
         **{f"reward_failures/{name}": failures[i].item() for i, name in enumerate(reward_names)},
         **{f"reward_timeouts/{name}": timeouts[i].item() for i, name in enumerate(reward_names)},
+        **{f"reward_skipped/{name}": skips[i].item() for i, name in enumerate(reward_names)},
         **update,
         "skipped_updates": skipped_updates,
         **{f"time/{phase}": value for phase, value in seconds.items()},
         "time/step": step_seconds,
         "tokens_per_second": lengths.sum().item() / step_seconds,
     }
+
+
+def _accuracy(scores: torch.Tensor) -> float:
+    """Fraction of the completions the accuracy reward judged (not NaN) that score >= 1."""
+    judged = scores[~scores.isnan()]
+    return (judged >= 1.0).float().mean().item() if judged.numel() else float("nan")
 
 
 def step_samples(prompt_texts: list[str], rollout: RolloutBatch, scored: RewardOutput, num_samples: int) -> list[dict]:

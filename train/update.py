@@ -19,8 +19,11 @@ from train.loss import grpo_loss, token_normaliser
 
 
 def step_normalisers(completion_mask: torch.Tensor) -> tuple[float, float]:
-    """(num_tokens, num_sequences) of one optimiser step: valid completion tokens and completions, over all ranks."""
-    counts = torch.tensor([completion_mask.sum().item(), float(completion_mask.shape[0])], dtype=torch.float64)
+    """(num_tokens, num_sequences) of one optimiser step: valid completion tokens and completions, over all ranks.
+    A sampled completion always has a valid token (its EOS, or its first token if cut); a row whose mask is all zero
+    is one the step left out (its group had a reward that did not apply) and is counted in neither."""
+    rows = float((completion_mask.sum(dim=1) > 0).sum().item())
+    counts = torch.tensor([completion_mask.sum().item(), rows], dtype=torch.float64)
     num_tokens, num_sequences = all_reduce_sum(counts).tolist()
     return max(num_tokens, 1.0), num_sequences
 
@@ -39,6 +42,7 @@ def policy_update(
     beta: float,
     max_completion_length: int,
     importance_sampling_level: str,
+    use_bias_correction_kl: bool = False,
 ) -> dict[str, float]:
     """One optimiser step over all rows of `batch` (this rank's share). Returns metrics over all ranks: `loss` is the
     step's global loss, the others are means over all valid completion tokens of all ranks; `skipped` is 1.0 when the
@@ -58,7 +62,7 @@ def policy_update(
             loss_type=loss_type, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta,
             num_tokens=token_normaliser(loss_type, step_tokens=num_tokens, micro_batch_tokens=float(micro.completion_mask.sum().item())),
             num_sequences=num_sequences, max_completion_length=max_completion_length,
-            importance_sampling_level=importance_sampling_level,
+            importance_sampling_level=importance_sampling_level, use_bias_correction_kl=use_bias_correction_kl,
         )
         valid = metrics["num_valid_tokens"].item()
         for name, value in metrics.items():

@@ -14,6 +14,7 @@ from rewards import REWARD_FNS, RewardCombiner, RewardSpec
 from rewards.combine import INLINE_REWARDS
 
 from test_cli import SMOKE, run_train
+from test_rewards import ADVERSARIAL
 
 ARITHMETIC = "reasoning_gym:basic_arithmetic?size=40&seed=0&max_terms=2&max_digits=1&operators=+,-&allow_negation=false"
 
@@ -103,6 +104,11 @@ def test_reward_scores_with_the_tasks_own_verifier_and_never_raises():
     hostile = [gold, "<answer>", "<answer>[1, 2</answer>", tagged("x" * 100_000), tagged("__import__('os')"),
                None, [{"role": "assistant", "content": "<answer>[]</answer>"}], 42, tagged("<answer>" * 1000)]
     assert rg_reward.reasoning_gym(hostile, rg_entry=[entry] * len(hostile)) == [0.0] * len(hostile)
+    for source in ("reasoning_gym:number_sorting?size=1", ARITHMETIC):
+        entry = load_reasoning_gym(source)[0]["rg_entry"]
+        for fallback in ("none", "last_number"):
+            scores = rg_reward.reasoning_gym(list(ADVERSARIAL.values()), rg_entry=[entry] * len(ADVERSARIAL), fallback=fallback)
+            assert all(s is not None and 0.0 <= s <= 1.0 for s in scores), scores
     # An unusable row is "not applicable" (None, counted by the combiner), not a wrong answer.
     unusable = ["", "{", json.dumps({"task": "nope", "options": {}, "entry": {}}), json.dumps([1]), None]
     assert rg_reward.reasoning_gym([tagged(gold)] * 5, rg_entry=unusable) == [None] * 5
@@ -149,8 +155,8 @@ def test_grpo_step_on_a_reasoning_gym_task(tmp_path):
     """The generic wiring: a reasoning_gym source keeps rg_entry, the reward scores it in the pool, eval uses a seed."""
     result = run_train([
         "--config", str(SMOKE), "max_steps=1", f"output_dir={tmp_path}", "run_name=rg", "log.report=false",
-        "checkpoint.export_hf=false", "data.source=reasoning_gym:leg_counting?size=64&seed=0&min_animals=1&max_animals=2",
-        "eval.source=reasoning_gym:leg_counting?size=8&seed=1&min_animals=1&max_animals=2", "eval.k=1",
+        "checkpoint.export_hf=false", "data.source=reasoning_gym:basic_arithmetic?size=64&seed=0&max_terms=2",
+        "eval.source=reasoning_gym:basic_arithmetic?size=8&seed=1&max_terms=2", "eval.k=1",
         "rewards.functions=[{name: reasoning_gym}, {name: tag_count, weight: 0.25}]",
     ])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -123,10 +123,11 @@ def resolve_model_location(name_or_path: str) -> str:
     if not spec.submodule_search_locations:
         raise ModelLoadError(f"model.name_or_path: {name_or_path}: {package!r} is a module ({spec.origin}), not a "
                              "package directory")
-    directory = Path(list(spec.submodule_search_locations)[0]) / subdir
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    directory = package_dir / subdir
     if not directory.is_dir():
         raise ModelLoadError(f"model.name_or_path: {name_or_path}: no directory {subdir!r} in package {package!r} "
-                             f"({directory.parent})")
+                             f"({package_dir})")
     return str(directory)
 
 

@@ -8,6 +8,8 @@
 * any other local directory ``datasets.load_dataset(path)`` understands: a folder of data files, where splits come from
   the file names (``train.jsonl``, ``test.jsonl``; a folder of ``data-0.jsonl``, ``data-1.jsonl`` is all ``train``), or
   a folder with a dataset card ``README.md`` that declares its configs;
+* ``reasoning_gym:<task>[?size=500&seed=0&option=value]`` or ``reasoning_gym:composite?tasks=a:1,b:2&...``: a
+  reasoning-gym task, with columns ``rg_task``/``rg_entry`` for the ``reasoning_gym`` reward (data/gym_tasks.py);
 * ``synthetic:<kind>`` with ``kind`` in :data:`SYNTHETIC_KINDS` and an optional query string
   ``synthetic:countdown?n=2000&seed=1`` (defaults ``n=1000``, ``seed=0``), plus generator options such as
   ``synthetic:arithmetic?max_digits=2&ops=add,sub`` (see :data:`_SYNTHETIC_OPTIONS`). The query string keeps the whole source in
@@ -42,6 +44,7 @@ _SUFFIX_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".c
 # Files `save_to_disk` writes; their presence marks a folder for `load_from_disk` rather than `load_dataset`.
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 _SYNTHETIC_PREFIX = "synthetic:"
+_REASONING_GYM_PREFIX = "reasoning_gym:"
 
 
 def load_prompt_dataset(
@@ -82,8 +85,8 @@ def load_prompt_dataset(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
 
-    if source.startswith(_SYNTHETIC_PREFIX):
-        ds = _load_synthetic(source)
+    if source.startswith((_SYNTHETIC_PREFIX, _REASONING_GYM_PREFIX)):
+        ds = _load_synthetic(source) if source.startswith(_SYNTHETIC_PREFIX) else _load_reasoning_gym(source)
         if keep_columns is None:
             keep_columns = [c for c in ds.column_names if c not in ("prompt", "answer")]
     else:
@@ -134,6 +137,13 @@ def _load_synthetic(source: str) -> datasets.Dataset:
             raise ValueError(f"parameter {key!r} in {source!r}: cannot read {value!r} ({exc})") from None
     n, seed = params.pop("n"), params.pop("seed")
     return datasets.Dataset.from_list(make_synthetic(kind, n, seed, **params))
+
+
+def _load_reasoning_gym(source: str) -> datasets.Dataset:
+    """``reasoning_gym:<task>?size=&seed=&option=value`` (data/gym_tasks.py; imported only for such a source)."""
+    from data.gym_tasks import load_reasoning_gym
+
+    return datasets.Dataset.from_list(load_reasoning_gym(source))
 
 
 def _load_table(source: str, *, split: str, data_format: str, subset: str | None) -> datasets.Dataset:

@@ -15,6 +15,7 @@ from rewards.format import format_lenient, format_strict, reasoning_steps, tag_c
 from rewards.gsm8k import gsm8k_accuracy
 from rewards.length import cosine_length, overlong_penalty, repetition_penalty
 from rewards.math_answer import math_accuracy
+from rewards.gym_verifier import reasoning_gym
 
 REWARD_FNS: dict[str, Callable[..., list]] = {
     "math_accuracy": math_accuracy,
@@ -29,6 +30,7 @@ REWARD_FNS: dict[str, Callable[..., list]] = {
     "overlong_penalty": overlong_penalty,
     "repetition_penalty": repetition_penalty,
     "code_exec": code_exec,
+    "reasoning_gym": reasoning_gym,
 }
 
 

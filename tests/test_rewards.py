@@ -45,8 +45,9 @@ ADVERSARIAL = {
 }
 ROW = {"answer": ["42"], "numbers": [[1, 2, 3]], "target": [6], "tests": [["assert True"]]}
 # Rewards that run model text through an interpreter or math-verify are exercised on adversarial input through the
-# combiner (hard timeout) in test_rewards_combine.py; the rest must be fast inline.
-INLINE_NAMES = sorted(set(REWARD_FNS) - {"code_exec", "math_accuracy", "cosine_length"})
+# combiner (hard timeout) in test_rewards_combine.py; the rest must be fast inline. reasoning_gym (pooled, needs its
+# rg_entry column) gets the same adversarial texts in test_reasoning_gym.py.
+INLINE_NAMES = sorted(set(REWARD_FNS) - {"code_exec", "math_accuracy", "cosine_length", "reasoning_gym"})
 
 
 @pytest.mark.parametrize("name", INLINE_NAMES)
@@ -463,6 +464,7 @@ def test_registry_names():
     assert set(REWARD_FNS) == {
         "math_accuracy", "gsm8k_accuracy", "arithmetic_accuracy", "countdown", "format_strict", "format_lenient",
         "tag_count", "reasoning_steps", "cosine_length", "overlong_penalty", "repetition_penalty", "code_exec",
+        "reasoning_gym",
     }
     assert resolve_reward("countdown") is countdown.countdown
     assert resolve_reward("rewards.gsm8k:gsm8k_accuracy") is gsm8k.gsm8k_accuracy

@@ -38,8 +38,8 @@ def build_policy(cfg: TrainConfig):
         )
     else:
         model, tokenizer = load_pretrained(
-            cfg.model.name_or_path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-            trust_remote_code=cfg.model.trust_remote_code,
+            cfg.model.name_or_path, gguf_file=cfg.model.gguf_file, dtype=cfg.model.dtype,
+            attn_implementation=cfg.model.attn_implementation, trust_remote_code=cfg.model.trust_remote_code,
         )
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

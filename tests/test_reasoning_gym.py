@@ -13,8 +13,7 @@ from data.sources import load_prompt_dataset
 from rewards import REWARD_FNS, RewardCombiner, RewardSpec
 from rewards.combine import INLINE_REWARDS
 
-from test_cli import SMOKE, run_train
-from test_rewards import ADVERSARIAL
+from helpers import ADVERSARIAL, SMOKE, run_train
 
 ARITHMETIC = "reasoning_gym:basic_arithmetic?size=40&seed=0&max_terms=2&max_digits=1&operators=+,-&allow_negation=false"
 

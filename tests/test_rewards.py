@@ -13,36 +13,14 @@ from decimal import Decimal
 
 import pytest
 
+from helpers import ADVERSARIAL
+
 from rewards import REWARD_FNS, resolve_reward
 from rewards import arithmetic, countdown, format as fmt, gsm8k, length, math_answer
 from rewards.extract import (as_text, extract_answer_tag, final_boxed, last_boxed, last_code_block, last_number,
                              parse_decimal)
 
 # Untrusted model output that every reward must survive (no exception, a float/None per completion, bounded time).
-ADVERSARIAL = {
-    "empty": "",
-    "1MB": "x" * 1_000_000,
-    "1MB_words": "the cat " * 125_000,
-    "unclosed_answer_tags": "<answer>" * 100_000,
-    "unclosed_boxed": "\\boxed{" * 100_000,
-    "commas": "1," * 300_000,
-    "emoji_rtl": "😀🚀 مرحبا \u202e<answer>٤٢</answer>\u202c",
-    "nested_answer": "<answer><answer>1</answer></answer>",
-    "nested_think": "<think><think></think></think><answer></answer>",
-    "loop_code": "<answer>while True: pass</answer>",
-    "fork_code": "<answer>import os\nfor _ in range(6): os.fork()</answer>",  # bounded: see test_rewards_code_exec
-    "deep_parens": "<answer>" + "(" * 5000 + "1" + ")" * 5000 + "</answer>",
-    "import_os": "<answer>__import__('os').system('echo pwned')</answer>",
-    "power_tower": "<answer>9**9**9**9</answer>",
-    "control_chars": "\x00\ud800\uffff\x1b[2J",
-    "deep_frac": "\\boxed{" + "\\frac{" * 2000 + "}" * 2000 + "}",
-    "blank_lines": "\n" * 200_000 + "1.",
-    "spaces": " " * 100_000 + "Step 1:",
-    "huge_number": "<answer>" + "9" * 100_000 + "</answer>",
-    "many_tag_pairs": "<think></think><answer>1</answer>" * 20_000,
-    "not_a_string": None,
-    "chat_messages": [{"role": "assistant", "content": "<answer>42</answer>"}],
-}
 ROW = {"answer": ["42"], "numbers": [[1, 2, 3]], "target": [6], "tests": [["assert True"]]}
 # Rewards that run model text through an interpreter or math-verify are exercised on adversarial input through the
 # combiner (hard timeout) in test_rewards_combine.py; the rest must be fast inline. reasoning_gym (pooled, needs its

@@ -26,6 +26,7 @@ used for it; give the eval data as its own file (`eval.source`). Sources with na
 from __future__ import annotations
 
 import glob as globlib
+import json
 import os
 from pathlib import Path
 from collections.abc import Callable
@@ -157,19 +158,84 @@ def _load_table(source: str, *, split: str, data_format: str, subset: str | None
         fmt = data_format if data_format != "auto" else _format_from_suffix(files[0], source)
         if fmt not in ("json", "parquet", "csv"):
             raise ValueError(f"data_format={fmt!r} cannot read files; for files use json, parquet or csv ({source})")
-        return datasets.load_dataset(fmt, data_files=files, split="train")
+        for file in files:
+            if os.path.getsize(file) == 0:
+                raise ValueError(f"{file}: the file is empty (no rows)")
+        return _nonempty(_read(lambda: datasets.load_dataset(fmt, data_files=files, split="train"), source, files, fmt), source)
 
     if path.is_dir():
+        inside = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIX_FORMATS)
         if data_format == "hf_disk" or (data_format == "auto" and _is_save_to_disk_dir(path)):
-            return _pick_split(datasets.load_from_disk(str(path)), split, source)
-        if data_format in ("json", "parquet", "csv"):
+            loaded = _read(lambda: datasets.load_from_disk(str(path)), source, [], "hf_disk")
+        elif data_format in ("json", "parquet", "csv"):
             # `data_dir` keeps the file-name split inference (train*.jsonl -> train, test*.jsonl -> test).
-            return _pick_split(datasets.load_dataset(data_format, data_dir=str(path)), split, source)
-        return _pick_split(datasets.load_dataset(str(path), subset), split, source)
+            loaded = _read(lambda: datasets.load_dataset(data_format, data_dir=str(path)), source, inside, data_format)
+        else:
+            loaded = _read(lambda: datasets.load_dataset(str(path), subset), source, inside, "auto")
+        return _nonempty(_pick_split(loaded, split, source), source)
 
     if _looks_like_local_path(source) or data_format in ("json", "parquet", "csv", "hf_disk"):
         raise FileNotFoundError(f"{source!r} does not exist (resolved to {path.resolve()})")
     return _load_from_hub(source, split=split, subset=subset)
+
+
+def _read(load: Callable[[], Any], source: str, files: list[str], fmt: str):
+    """`load()`, with any failure of the reader (datasets/pyarrow/pandas raise many types, the cause often three
+    levels down) turned into one ValueError that names the file and, for text files, the line."""
+    try:
+        return load()
+    except (FileNotFoundError, ConnectionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+        raise ValueError(_diagnose(files, fmt) or f"{source}: cannot read it as {fmt} data ({_root_cause(exc)})") from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+
+
+def _diagnose(files: list[str], fmt: str) -> str | None:
+    """The first bad line of a text file, found by reading it again (only after the reader failed): bytes that are
+    not UTF-8, a JSON line that does not parse or is not an object, a file of blank lines. None: nothing found."""
+    for file in files:
+        suffix = Path(file).suffix.lower()
+        if _SUFFIX_FORMATS.get(suffix, fmt) not in ("json", "csv"):
+            continue
+        is_json, rows, bad_json, bad_first = _SUFFIX_FORMATS.get(suffix, fmt) == "json", 0, None, False
+        with open(file, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return f"{file}: line {number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                rows += bool(line.strip())
+                if is_json and bad_json is None and line.strip():
+                    try:
+                        value = json.loads(line.rstrip("\r\n"))
+                        if not isinstance(value, dict):
+                            bad_json = f"{file}: line {number}: not a JSON object (a {type(value).__name__})"
+                    except json.JSONDecodeError as e:
+                        bad_json = f"{file}: line {number}: not valid JSON ({e.msg} at column {e.colno})"
+                    bad_first = bad_json is not None and rows == 1
+        if not rows or (rows == 1 and not is_json):
+            return f"{file}: no rows (only {'blank lines' if not rows else 'a header line'})"
+        if bad_first and suffix == ".json":  # not JSON lines from the first row on: one JSON document, then
+            try:
+                json.loads(Path(file).read_text(encoding="utf-8"))
+                continue
+            except json.JSONDecodeError as e:
+                return f"{file}: line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})"
+        if bad_json is not None:
+            return bad_json
+    return None
+
+
+def _nonempty(ds: datasets.Dataset, source: str) -> datasets.Dataset:
+    if len(ds) == 0:
+        raise ValueError(f"{source}: no rows")
+    return ds
 
 
 def _load_from_hub(name: str, *, split: str, subset: str | None) -> datasets.Dataset:

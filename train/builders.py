@@ -25,7 +25,7 @@ from train.model import (
     build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config, frozen_copy, load_pretrained,
 )
 from train.sft import SFTResult, sft_stage
-from train.tracking import RunTracker, make_run_dir
+from train.tracking import RunTracker, check_output_dir, check_run_dir, make_run_dir
 
 
 def build_policy(cfg: TrainConfig):
@@ -47,17 +47,24 @@ def build_policy(cfg: TrainConfig):
     return model, tokenizer
 
 
-def load_prompts(data: DataConfig, tokenizer, *, source: str, split: str, limit: int | None, min_prompts: int, key: str):
-    """Dataset with the prepared prompt's `text` and `prompt_ids` columns (data/prompts.py, the one preparation);
-    prompts over data.max_prompt_length tokens are an error or dropped and counted. `key` names the config entry of
-    `source` in errors (data.source or eval.source). Returns (dataset, number dropped)."""
+def read_prompt_rows(data: DataConfig, *, source: str, split: str, limit: int | None, key: str):
+    """The raw rows of `source` (columns prompt, answer, keep_columns); a file that cannot be read, with the file and
+    line where there is one, is a ConfigError naming `key`. `setup` calls it once before the model loads, so bad data
+    stops the run early; the second read (in load_prompts) comes from the datasets cache."""
     try:
-        dataset = load_prompt_dataset(
+        return load_prompt_dataset(
             source, split=split, prompt_column=data.prompt_column, answer_column=data.answer_column,
             keep_columns=data.keep_columns, data_format=data.data_format, limit=limit, subset=data.subset,
         )
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         raise ConfigError(f"{key}: {exc}") from None
+
+
+def load_prompts(data: DataConfig, tokenizer, *, source: str, split: str, limit: int | None, min_prompts: int, key: str):
+    """Dataset with the prepared prompt's `text` and `prompt_ids` columns (data/prompts.py, the one preparation);
+    prompts over data.max_prompt_length tokens are an error or dropped and counted. `key` names the config entry of
+    `source` in errors (data.source or eval.source). Returns (dataset, number dropped)."""
+    dataset = read_prompt_rows(data, source=source, split=split, limit=limit, key=key)
     try:
         prepared = prepare_prompts(
             dataset["prompt"], tokenizer, template=data.template, system_prompt=data.system_prompt,
@@ -192,11 +199,17 @@ class Run:
 def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
     """Validate what can only be checked at run time, build model, data, rewards and engine, resume if asked."""
     rank, world = dist_info.rank, dist_info.world_size
+    run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
+    check_output_dir(cfg.output_dir)  # writable and not full, before hours of loading
+    check_run_dir(run_dir, resume=cfg.checkpoint.resume)  # another run's logs and checkpoints are never written over
     completions_per_rank = check_batch_layout(cfg, dist_info)
     ds_overrides = read_deepspeed_file(cfg)
     combiner, reward_names, accuracy_reward = build_rewards(cfg)  # names resolved before anything heavy is built
-    run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
     checkpoint_dir = resolve_resume(cfg.checkpoint.resume, run_dir)
+    for key, source, split, limit in (("data.source", cfg.data.source, cfg.data.split, cfg.data.limit),
+                                      ("eval.source", cfg.eval.source, cfg.eval.split, cfg.eval.limit)):
+        if source is not None:  # unreadable data (named by file and line) stops the run before the model loads
+            read_prompt_rows(cfg.data, source=source, split=split, limit=limit, key=key)
 
     model, tokenizer = build_policy(cfg)
     dataset, dropped, eval_rows, held_out = load_train_and_eval(cfg, tokenizer, rank, world)

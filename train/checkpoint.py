@@ -7,7 +7,11 @@ Layout under `<run_dir>/checkpoints/`:
     latest                    name of the newest complete checkpoint, replaced atomically
 
 A checkpoint is written under `.staging_<tag>/` and renamed into place only after every rank has finished, and
-`latest` is switched after the rename, so a crash at any moment leaves the previous checkpoint as `latest`.
+`latest` is switched after the rename, so a crash at any moment leaves the previous checkpoint as `latest`. `latest` is
+the truth: pruning keeps the `keep_last` newest checkpoints up to it and deletes any newer one (written by an attempt
+that died before switching `latest`, or abandoned by resuming from an older one), never `latest` itself. A save that
+fails on the filesystem (a full disk, a quota) removes its staging directory and raises a one-line CheckpointError;
+the previous checkpoint stays `latest`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,29 +69,73 @@ def save_checkpoint(engine, root: Path, step: int, trainer_state: dict[str, Any]
     staging = root / f".staging_{tag}"
     final = root / tag
     if rank == 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        with _write_errors(root, staging, tag):
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
     barrier()
-    engine.save_checkpoint(str(staging), tag=tag, save_latest=False)
-    torch.save(trainer_state, staging / tag / f"trainer_state_rank{rank}.pt")
+    with _write_errors(root, staging, tag):
+        engine.save_checkpoint(str(staging), tag=tag, save_latest=False)
+        torch.save(trainer_state, staging / tag / f"trainer_state_rank{rank}.pt")
     barrier()
     if rank == 0:
-        _write_atomic(staging / tag / COMPLETE, json.dumps({"step": step, "world_size": world_size}))
-        shutil.rmtree(final, ignore_errors=True)  # a checkpoint of the same step from an earlier attempt
-        os.replace(staging / tag, final)
-        shutil.rmtree(staging, ignore_errors=True)
-        _write_atomic(root / LATEST, tag)
+        with _write_errors(root, staging, tag):
+            _write_atomic(staging / tag / COMPLETE, json.dumps({"step": step, "world_size": world_size}))
+            _remove(final)  # a checkpoint of the same step from an earlier attempt
+            os.replace(staging / tag, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            _write_atomic(root / LATEST, tag)
         _prune(root, keep_last)
     barrier()
     return final
 
 
+@contextmanager
+def _write_errors(root: Path, staging: Path, tag: str) -> Iterator[None]:
+    """A write that fails (OSError; torch.save reports a full disk as a RuntimeError) becomes one CheckpointError
+    line; the partial staging directory is removed so the space is free again, and `latest` is left as it was."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            free = f"{shutil.disk_usage(root).free / 2**20:.1f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        latest = root / LATEST
+        kept = f"{latest.read_text().strip()} stays the latest checkpoint" if latest.is_file() else "no earlier checkpoint exists"
+        raise CheckpointError(f"checkpoint: cannot save {tag} in {root} ({one_line(exc)}; {free}); {kept}") from None
+
+
+def _remove(checkpoint: Path) -> None:
+    # The marker goes first, so a deletion cut short never leaves something that looks like a complete checkpoint.
+    (checkpoint / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.removeprefix("step_"))
+    except ValueError:
+        return -1
+
+
 def _prune(root: Path, keep_last: int) -> None:
-    complete = sorted(p for p in root.glob("step_*") if (p / COMPLETE).is_file())
-    for old in complete[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    latest = _step_of(root / (root / LATEST).read_text().strip())
+    candidates = sorted(root.glob("step_*"), key=_step_of)
+    kept = [p for p in candidates if (p / COMPLETE).is_file() and 0 <= _step_of(p) <= latest][-keep_last:]
+    for old in candidates:
+        if old not in kept:  # older than the last keep_last, newer than latest, or incomplete
+            _remove(old)
     for stale in root.glob(".staging_*"):  # left by a crash mid-save
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line: the first two non-empty lines of the message, and how many more there were (a
+    state-dict mismatch lists every tensor)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) + (f" (... {len(lines) - 2} more lines)" if len(lines) > 2 else "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def find_checkpoint(path: Path) -> Path | None:
@@ -107,7 +157,7 @@ def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int)
     try:
         saved = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: unreadable {COMPLETE} marker ({exc})") from None
+        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: unreadable {COMPLETE} marker ({one_line(exc)})") from None
     if saved.get("world_size") != world_size:
         raise CheckpointError(
             f"checkpoint.resume: {checkpoint_dir}: saved with world size {saved.get('world_size')}, now {world_size}; "
@@ -117,7 +167,8 @@ def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int)
         path, _ = engine.load_checkpoint(str(checkpoint_dir.parent), tag=checkpoint_dir.name, load_optimizer_states=True, load_lr_scheduler_states=True)
         state = torch.load(checkpoint_dir / f"trainer_state_rank{rank}.pt", weights_only=False)
     except Exception as exc:  # DeepSpeed and torch raise many types on a damaged file: report them all the same way
-        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: cannot load ({exc.__class__.__name__}: {exc})") from None
+        shape = "; it was saved for a model of another shape than model.* describes" if "size mismatch" in str(exc) else ""
+        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: cannot load ({one_line(exc)}){shape}") from None
     if path is None:
         raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: DeepSpeed found no checkpoint there")
     return state

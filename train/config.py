@@ -27,7 +27,9 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     # extra="forbid": a misspelt key is an error, never silently ignored (torchtune config/_parse.py does the same).
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    # allow_inf_nan=False: every float field (lr, betas, clip ranges, weights, timeouts) must be finite; YAML's .inf or
+    # 1e400 would otherwise pass `gt=0` and turn the weights into NaN at the first step.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True, allow_inf_nan=False)
 
 
 class TinyModelConfig(_Section):
@@ -342,7 +344,8 @@ class CheckpointConfig(_Section):
     """Also write the final policy as an HF directory (`from_pretrained`-loadable) in the run directory."""
     resume: str | None = None
     """`auto`: continue from the run directory's latest checkpoint if there is one (needs a fixed `run_name`);
-    a path: a checkpoint, a `checkpoints/` directory or a run directory; null: start fresh."""
+    a path: a checkpoint, a `checkpoints/` directory or a run directory; null: start fresh (refused when the run
+    directory already holds a run, so nothing of it is written over)."""
 
 
 class TrainConfig(_Section):
@@ -413,9 +416,18 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"command line: {key}: cannot parse value '{raw}': {exc}") from None
+            raise ConfigError(f"command line: {key}: cannot parse value '{raw}': {_yaml_problem(exc)}") from None
         parsed.append((key.strip(), value))
     return parsed
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: `line L, column C: problem (context)`; its own message spans several lines."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
@@ -457,7 +469,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(tree).__name__}")
     pairs = parse_overrides(overrides or [])

@@ -22,6 +22,7 @@ Launch (from the repo root):
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
@@ -194,6 +195,14 @@ def _format_eval(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in metrics.items() if "pass@" in k or "mean@" in k or k == "eval/reward")
 
 
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def _one_line(message: str) -> str:
+    # Several config errors at once are joined, so the user still sees one `thinkrl: error:` line.
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m train` and the `thinkrl` script. Bad input exits 2 with a one-line error."""
     args = parse_args(argv)
@@ -205,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"thinkrl: done; run directory {run_dir}", flush=True)
         return 0
     except (ConfigError, ModelLoadError, LauncherError, CheckpointError) as exc:
-        print(f"thinkrl: error: {exc}", file=sys.stderr, flush=True)
+        print(f"thinkrl: error: {_one_line(str(exc))}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        # A disk that filled up (or went read-only) mid-run, outside a checkpoint save: not a bug, so no traceback.
+        print(f"thinkrl: error: {exc.filename}: {exc.strerror}; checkpoints already saved are intact; free space and resume with "
+              "checkpoint.resume=auto", file=sys.stderr, flush=True)
         return 2
     except TrainingAborted as exc:
         print(f"thinkrl: stopped: {exc}", file=sys.stderr, flush=True)

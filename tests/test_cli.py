@@ -92,6 +92,7 @@ def test_rows_with_an_unusable_gold_answer_are_left_out_not_scored_zero(tmp_path
     result = run_train([
         "--config", str(SMOKE), f"output_dir={tmp_path}", "run_name=mixed", "max_steps=3", f"data.source={data}",
         f"eval.source={data}", "eval.limit=8", "eval.k=1", "data.limit=40",
+        "rewards.preflight_max_bad_fraction=0.5",  # the reward preflight would stop a run with this many unusable golds
         "rewards.functions=[{name: arithmetic_accuracy, weight: 1.0}, {name: tag_count, weight: 0.25}]",
     ])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,6 +1,8 @@
 """Each shipped reference config runs one real step with its own data format, columns, template and rewards, on a
 tiny model in place of the Qwen checkpoint (no hub, no GPU here) and local files in the format its header names."""
 
+import re
+
 import pytest
 from datasets import Dataset, DatasetDict
 
@@ -31,15 +33,40 @@ def countdown_jsonl(tmp_path):
     return write_dataset(make_countdown(8, seed=0), tmp_path / "countdown.jsonl")
 
 
+# The local stand-in for each shipped config's data (None: its own synthetic source runs as is, with its own model).
+STAND_INS = {
+    "gsm8k_qwen2.5_1.5b.yaml": gsm8k_disk, "math_qwen2.5_7b.yaml": math_jsonl, "countdown_qwen2.5_3b.yaml": countdown_jsonl,
+    "quickstart.yaml": None, "smoke.yaml": None,
+}
+REFERENCE = [name for name, make_data in STAND_INS.items() if make_data is not None]
+
+
+def test_every_shipped_config_has_a_stand_in():
+    assert set(STAND_INS) == {path.name for path in (REPO / "configs").glob("*.yaml")}
+
+
+@pytest.mark.parametrize("config", list(STAND_INS))
+def test_gold_check_passes_on_every_shipped_config(tmp_path, capsys, config):
+    """The reward preflight's gold check (train/preflight.py): every row's gold answer, written as a perfect completion
+    in the config's template, scores 1 on its accuracy reward, on the data each config is tested with here."""
+    from train.preflight import main
+
+    make_data = STAND_INS[config]
+    overrides = [*TINY_RUN, f"data.source={make_data(tmp_path)}"] if make_data is not None else []
+    assert main(["--config", str(REPO / "configs" / config), "--samples", "0", *overrides]) == 0, capsys.readouterr().err
+    splits = re.findall(r"^  (training|eval): (\d+) rows: (\d+) score 1, (\d+) below 1, (\d+) not applicable$", capsys.readouterr().out, re.M)
+    assert splits and all(int(rows) > 0 and rows == correct and (below, n_a) == ("0", "0") for _, rows, correct, below, n_a in splits), splits
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "config, make_data",
-    [("gsm8k_qwen2.5_1.5b.yaml", gsm8k_disk), ("math_qwen2.5_7b.yaml", math_jsonl), ("countdown_qwen2.5_3b.yaml", countdown_jsonl)],
-)
-def test_reference_config_wiring(tmp_path, config, make_data):
-    data = make_data(tmp_path)
+@pytest.mark.parametrize("config", REFERENCE)
+def test_reference_config_wiring(tmp_path, config):
+    data = STAND_INS[config](tmp_path)
     result = run_train(["--config", str(REPO / "configs" / config), *TINY_RUN, f"data.source={data}", f"output_dir={tmp_path}", "run_name=r"])
     assert result.returncode == 0, result.stderr[-3000:]
+    # The preflight ran in the trainer: all 8 gold answers score 1, and the sample check scored the initial policy.
+    assert "thinkrl: preflight: gold answers as perfect completions score 1 on" in result.stdout
+    assert "training 8/8 |" in result.stdout and "samples of the initial policy" in result.stdout
     (metrics,) = read_jsonl(tmp_path / "r" / "metrics.jsonl")
     rewards = [k for k in metrics if k.startswith("rewards/")]
     assert rewards and all(metrics[f"reward_failures/{k.split('/', 1)[1]}"] == 0 for k in rewards)

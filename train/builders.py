@@ -8,6 +8,7 @@ the key, raised before anything heavy is built where that is possible.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,15 @@ from data.traces import load_sft_rows
 from rewards import RewardCombiner, RewardSpec
 from train.checkpoint import load_checkpoint, resolve_resume, restore_rng
 from train.config import ConfigError, DataConfig, TrainConfig, config_to_dict
-from train.distributed import DistInfo
+from train.distributed import DistInfo, all_reduce_sum
 from train.model import (
     build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config, frozen_copy, load_pretrained,
 )
+from train.preflight_checks import (
+    SAMPLE_GENERATIONS, SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, VERIFIED_REWARDS, GoldReport, gold_failure, gold_report, gold_summary,
+    sample_report, sample_summary,
+)
+from train.rollout import generation_model, synced_generation
 from train.sft import SFTResult, sft_stage
 from train.tracking import RunTracker, check_output_dir, check_run_dir, make_run_dir
 
@@ -147,6 +153,52 @@ def build_rewards(cfg: TrainConfig) -> tuple[RewardCombiner, list[str], str]:
     return combiner, names, accuracy_reward
 
 
+def gold_check(cfg: TrainConfig, tokenizer, train_set, eval_rows: dict | None, combiner: RewardCombiner,
+               accuracy_reward: str, *, num_examples: int = 3, device=None) -> tuple[list[GoldReport], str | None]:
+    """The preflight's gold check (train/preflight_checks.py) of the training set and this rank's eval shard. Every rank
+    loads the same training set, and the eval counts are summed over ranks (on `device`, which the backend must
+    reach), so every rank takes the same decision. Returns (reports, the one-line error when too many rows cannot
+    score 1, else None)."""
+    def count_tokens(texts):  # completion_length as rollouts count it: the completion's tokens and EOS
+        return [len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    kwargs = dict(template=cfg.data.template, count_tokens=count_tokens, num_examples=num_examples)
+    reports = [gold_report("training", train_set.remove_columns("prompt_ids").to_dict(), combiner, accuracy_reward, **kwargs)]
+    if eval_rows is not None:
+        shard = gold_report("eval", eval_rows, combiner, accuracy_reward, **kwargs)
+        reports.append(shard.with_counts(all_reduce_sum(torch.tensor(shard.counts(), dtype=torch.float64, device=device)).tolist()))
+    return reports, gold_failure(reports, cfg.rewards.preflight_max_bad_fraction)
+
+
+def sample_check(cfg: TrainConfig, engine, tokenizer, train_set, combiner: RewardCombiner, device, *,
+                 num_prompts: int = SAMPLE_PROMPTS, num_generations: int = SAMPLE_GENERATIONS,
+                 max_tokens: int = SAMPLE_MAX_TOKENS) -> list[dict]:
+    """The preflight's sample check: the first `num_prompts` training prompts, `num_generations` samples each, from
+    `engine` (a DeepSpeed engine or a plain module; under ZeRO-3 every rank must call this). Runs under its own seed
+    in a forked RNG, so the training's random streams are untouched."""
+    rows = train_set.select(range(min(num_prompts, len(train_set)))).to_dict()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        with generation_model(engine, gather_zero3_params=cfg.rollout.gather_zero3_params) as policy:
+            return sample_report(
+                policy, tokenizer, rows, combiner, num_generations=num_generations,
+                max_completion_length=min(cfg.rollout.max_completion_length, max_tokens), temperature=cfg.rollout.temperature,
+                top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, device=device, synced_gpus=synced_generation(engine),
+            )
+
+
+def _preflight_gold(cfg, tokenizer, train_set, eval_rows, combiner, accuracy_reward, dist_info: DistInfo) -> None:
+    reports, failure = gold_check(cfg, tokenizer, train_set, eval_rows, combiner, accuracy_reward, device=dist_info.device)
+    if failure is not None and accuracy_reward in VERIFIED_REWARDS:
+        combiner.close()
+        raise ConfigError(failure)
+    if dist_info.is_main:
+        if failure is not None:
+            print(f"thinkrl: warning: {failure} (not stopping: the perfect completion of {accuracy_reward} is a guess)",
+                  file=sys.stderr, flush=True)
+        print(f"thinkrl: preflight: {gold_summary(reports)}", flush=True)
+
+
 def read_deepspeed_file(cfg: TrainConfig) -> dict | None:
     """deepspeed.config_file's JSON, checked against deepspeed.zero_stage (which the SFT engine and the policy engine
     are built with; once an engine exists, it is asked instead)."""
@@ -213,6 +265,8 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
 
     model, tokenizer = build_policy(cfg)
     dataset, dropped, eval_rows, held_out = load_train_and_eval(cfg, tokenizer, rank, world)
+    if cfg.rewards.preflight:  # before SFT and the engine: a data/reward mismatch stops the run in seconds
+        _preflight_gold(cfg, tokenizer, dataset, eval_rows, combiner, accuracy_reward, dist_info)
     sft_result = None
     if cfg.sft is not None and checkpoint_dir is None:  # a checkpoint already holds the fine-tuned weights
         model, sft_result = cold_start(cfg, model, tokenizer, dist_info, ds_overrides, held_out)
@@ -231,6 +285,10 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
     )
     if reference is not None:
         reference = build_reference_engine(reference, engine, dtype=cfg.model.dtype)
+    if cfg.rewards.preflight and checkpoint_dir is None:  # the policy GRPO starts from (after SFT); every rank samples
+        samples = sample_check(cfg, engine, tokenizer, dataset, combiner, engine.device)
+        if dist_info.is_main:
+            print(f"thinkrl: preflight: {sample_summary(samples)}", flush=True)
     torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
     start_step, wandb_run_id = 0, None
     if checkpoint_dir is not None:

@@ -249,6 +249,13 @@ class RewardsConfig(_Section):
     `on_error` and the worker is replaced. 0 = no limit; otherwise at least 256 (executor.MIN_WORKER_MEMORY_MB)."""
     worker_max_calls: int = Field(1000, ge=0)
     """Replace a reward worker after this many calls, so a slowly leaking reward never reaches the limit; 0 = never."""
+    preflight: bool = True
+    """Before training, score every training and eval row's gold answer written as a perfect completion in the
+    configured template (the gold check), then sample a few completions from the initial policy and print each reward's
+    score (the sample check); train/preflight_checks.py. `python -m train.preflight` runs both alone, with a full report."""
+    preflight_max_bad_fraction: float = Field(0.01, ge=0, le=1)
+    """The gold check stops the run (exit 2) when more than this fraction of the training (or eval) rows cannot score 1
+    on the accuracy reward with their own gold answer (they score below 1, or the reward finds the gold unusable)."""
 
 
 class OptimConfig(_Section):

@@ -2,10 +2,11 @@
 
 
 def overflow(completions, prompts=None, **_):
-    """Finite per completion (so the combiner accepts it), but x10 weight overflows float32 to inf in the total of
-    completions of even length: group means become inf, advantages NaN, and so do the loss and the gradients.
+    """Finite per completion and in the total (so the combiner and the not-applicable rule accept it: a non-finite
+    total would leave its group out of the step), but 3e38 is near float32's limit, so a group with two such
+    completions has an infinite mean: advantages -inf, and the loss and gradients non-finite.
     (Custom rewards run one completion per call in the reward pool, so the choice must depend on the text.)"""
-    return [1e38 if len(c) % 2 == 0 else 0.0 for c in completions]
+    return [3e38 if len(c) % 2 == 0 else 0.0 for c in completions]
 
 
 def alternating(completions, prompts=None, **_):

@@ -13,7 +13,7 @@ TINY_RUN = [
     "model.name_or_path=null", "model.tiny={}", "model.dtype=float32", "model.gradient_checkpointing=false",
     "deepspeed.zero_stage=0", "rollout.prompts_per_step=2", "rollout.num_generations=2", "rollout.max_completion_length=8",
     "optim.micro_batch_size=4", "max_steps=1", "log.wandb.mode=disabled", "checkpoint.resume=null",
-    "checkpoint.export_hf=false", "data.max_prompt_length=2048", "rewards.num_workers=1",
+    "checkpoint.export_hf=false", "data.max_prompt_length=2048", "rewards.num_workers=1", "model.gguf_file=null",
 ]
 
 
@@ -33,10 +33,16 @@ def countdown_jsonl(tmp_path):
     return write_dataset(make_countdown(8, seed=0), tmp_path / "countdown.jsonl")
 
 
+def basic_arithmetic_gym(tmp_path):
+    """The smollm2 config's own reasoning-gym task (generated offline), 8 rows; the tiny model replaces SmolLM2."""
+    return ("reasoning_gym:basic_arithmetic?size=8&seed=0&max_terms=2&max_digits=2&operators=+,-&allow_parentheses=false"
+            "&allow_negation=false")
+
+
 # The local stand-in for each shipped config's data (None: its own synthetic source runs as is, with its own model).
 STAND_INS = {
     "gsm8k_qwen2.5_1.5b.yaml": gsm8k_disk, "math_qwen2.5_7b.yaml": math_jsonl, "countdown_qwen2.5_3b.yaml": countdown_jsonl,
-    "quickstart.yaml": None, "smoke.yaml": None,
+    "smollm2_basic_arithmetic.yaml": basic_arithmetic_gym, "quickstart.yaml": None, "smoke.yaml": None,
 }
 REFERENCE = [name for name, make_data in STAND_INS.items() if make_data is not None]
 
@@ -66,7 +72,8 @@ def test_reference_config_wiring(tmp_path, config):
     assert result.returncode == 0, result.stderr[-3000:]
     # The preflight ran in the trainer: all 8 gold answers score 1, and the sample check scored the initial policy.
     assert "thinkrl: preflight: gold answers as perfect completions score 1 on" in result.stdout
-    assert "training 8/8 |" in result.stdout and "samples of the initial policy" in result.stdout
+    # Every training row scores 1 (8, or fewer where a row is also in the config's own eval set and was dropped).
+    assert re.search(r"training ([5-8])/\1 \|", result.stdout) and "samples of the initial policy" in result.stdout
     (metrics,) = read_jsonl(tmp_path / "r" / "metrics.jsonl")
     rewards = [k for k in metrics if k.startswith("rewards/")]
     assert rewards and all(metrics[f"reward_failures/{k.split('/', 1)[1]}"] == 0 for k in rewards)

@@ -55,8 +55,7 @@ def build_policy(cfg: TrainConfig):
 
 def read_prompt_rows(data: DataConfig, *, source: str, split: str, limit: int | None, key: str):
     """The raw rows of `source` (columns prompt, answer, keep_columns); a file that cannot be read, with the file and
-    line where there is one, is a ConfigError naming `key`. `setup` calls it once before the model loads, so bad data
-    stops the run early; the second read (in load_prompts) comes from the datasets cache."""
+    line where there is one, is a ConfigError naming `key`."""
     try:
         return load_prompt_dataset(
             source, split=split, prompt_column=data.prompt_column, answer_column=data.answer_column,
@@ -66,11 +65,21 @@ def read_prompt_rows(data: DataConfig, *, source: str, split: str, limit: int | 
         raise ConfigError(f"{key}: {exc}") from None
 
 
-def load_prompts(data: DataConfig, tokenizer, *, source: str, split: str, limit: int | None, min_prompts: int, key: str):
-    """Dataset with the prepared prompt's `text` and `prompt_ids` columns (data/prompts.py, the one preparation);
-    prompts over data.max_prompt_length tokens are an error or dropped and counted. `key` names the config entry of
-    `source` in errors (data.source or eval.source). Returns (dataset, number dropped)."""
-    dataset = read_prompt_rows(data, source=source, split=split, limit=limit, key=key)
+def read_sources(cfg: TrainConfig):
+    """(training rows, eval rows or None), read once, before the model loads: unreadable data (named by file and
+    line) stops the run before anything heavy starts."""
+    train_rows = read_prompt_rows(cfg.data, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit, key="data.source")
+    eval_rows = None
+    if cfg.eval.source is not None:
+        eval_rows = read_prompt_rows(cfg.data, source=cfg.eval.source, split=cfg.eval.split, limit=cfg.eval.limit, key="eval.source")
+    return train_rows, eval_rows
+
+
+def load_prompts(data: DataConfig, tokenizer, dataset, *, source: str, min_prompts: int, key: str):
+    """`dataset` (read_prompt_rows' rows of `source`) with the prepared prompt's `text` and `prompt_ids` columns
+    (data/prompts.py, the one preparation); prompts over data.max_prompt_length tokens are an error or dropped and
+    counted. `key` names the config entry of `source` in errors (data.source or eval.source). Returns (dataset,
+    number dropped)."""
     try:
         prepared = prepare_prompts(
             dataset["prompt"], tokenizer, template=data.template, system_prompt=data.system_prompt,
@@ -87,15 +96,15 @@ def load_prompts(data: DataConfig, tokenizer, *, source: str, split: str, limit:
     return dataset, prepared.num_dropped
 
 
-def load_train_and_eval(cfg: TrainConfig, tokenizer, rank: int, world: int):
-    """Training prompts minus any that appear in the eval set, this rank's disjoint shard of the eval set, and the
-    rendered eval prompts (which SFT data must not contain either)."""
+def load_train_and_eval(cfg: TrainConfig, tokenizer, rank: int, world: int, sources):
+    """From `sources` (read_sources' rows): training prompts minus any that appear in the eval set, this rank's
+    disjoint shard of the eval set, and the rendered eval prompts (which SFT data must not contain either)."""
+    train_rows, raw_eval = sources
     eval_rows, held_out = None, set()
-    train_set, dropped = load_prompts(cfg.data, tokenizer, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit,
+    train_set, dropped = load_prompts(cfg.data, tokenizer, train_rows, source=cfg.data.source,
                                       min_prompts=cfg.rollout.prompts_per_step, key="data.source")
-    if cfg.eval.source is not None:
-        eval_set, _ = load_prompts(cfg.data, tokenizer, source=cfg.eval.source, split=cfg.eval.split, limit=cfg.eval.limit,
-                                   min_prompts=world, key="eval.source")
+    if raw_eval is not None:
+        eval_set, _ = load_prompts(cfg.data, tokenizer, raw_eval, source=cfg.eval.source, min_prompts=world, key="eval.source")
         held_out = set(eval_set["text"])
         train_set = train_set.filter(lambda row: row["text"] not in held_out)
         if len(train_set) < cfg.rollout.prompts_per_step:
@@ -258,13 +267,10 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
     ds_overrides = read_deepspeed_file(cfg)
     combiner, reward_names, accuracy_reward = build_rewards(cfg)  # names resolved before anything heavy is built
     checkpoint_dir = resolve_resume(cfg.checkpoint.resume, run_dir)
-    for key, source, split, limit in (("data.source", cfg.data.source, cfg.data.split, cfg.data.limit),
-                                      ("eval.source", cfg.eval.source, cfg.eval.split, cfg.eval.limit)):
-        if source is not None:  # unreadable data (named by file and line) stops the run before the model loads
-            read_prompt_rows(cfg.data, source=source, split=split, limit=limit, key=key)
+    sources = read_sources(cfg)  # before the model loads
 
     model, tokenizer = build_policy(cfg)
-    dataset, dropped, eval_rows, held_out = load_train_and_eval(cfg, tokenizer, rank, world)
+    dataset, dropped, eval_rows, held_out = load_train_and_eval(cfg, tokenizer, rank, world, sources)
     if cfg.rewards.preflight:  # before SFT and the engine: a data/reward mismatch stops the run in seconds
         _preflight_gold(cfg, tokenizer, dataset, eval_rows, combiner, accuracy_reward, dist_info)
     sft_result = None

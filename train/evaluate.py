@@ -267,7 +267,7 @@ def _check_model_dir(path: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Load config, model, data and rewards as the trainer does, evaluate, print a table; returns the JSON record."""
-    from train.builders import build_rewards, load_prompts
+    from train.builders import build_rewards, load_prompts, read_prompt_rows
     from train.config import load_config
     from train.model import load_pretrained
 
@@ -277,12 +277,12 @@ def run(args: argparse.Namespace) -> dict:
     overrides += [f"data.limit={args.limit}"] if args.limit is not None else []
     cfg = load_config(args.config, overrides)
     combiner, _, correct_reward = build_rewards(cfg)
+    rows = read_prompt_rows(cfg.data, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit, key="data.source")
     model, tokenizer = load_pretrained(args.model, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
                                        trust_remote_code=cfg.model.trust_remote_code)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     model.to(device)
-    dataset, dropped = load_prompts(cfg.data, tokenizer, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit,
-                                    min_prompts=1, key="data.source")
+    dataset, dropped = load_prompts(cfg.data, tokenizer, rows, source=cfg.data.source, min_prompts=1, key="data.source")
     rows = dataset.to_dict()
     prompts, prompt_ids = rows.pop("text"), rows.pop("prompt_ids")
     k = cfg.rollout.num_generations if args.k is None else args.k

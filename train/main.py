@@ -79,8 +79,9 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
     # with a row no reward could judge (e.g. an unusable gold answer) is kept out of the advantages and the loss.
     all_rewards, all_applicable = all_gather_tensor(rewards), all_gather_tensor(torch.tensor(scored.applicable, dtype=torch.bool))
     mine = slice(dist_info.rank * rewards.numel(), (dist_info.rank + 1) * rewards.numel())
-    advantages = group_advantages(all_rewards, rollout.group_size, scale=cfg.grpo.scale_rewards, valid=all_applicable)[mine]
-    kept = kept_rows(all_rewards, rollout.group_size, all_applicable)[mine]  # [N] bool
+    all_kept = kept_rows(all_rewards, rollout.group_size, all_applicable)  # [N * world] bool: whole groups
+    advantages = group_advantages(all_rewards, rollout.group_size, scale=cfg.grpo.scale_rewards, valid=all_kept)[mine]
+    kept = all_kept[mine]
     t_rewards = time.perf_counter()
     logprob_kwargs = dict(micro_batch_size=cfg.optim.micro_batch_size, temperature=cfg.rollout.temperature, chunk_size=cfg.optim.logprob_chunk_size)
     L = rollout.completion_mask.shape[1]
@@ -103,7 +104,7 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
         skipped += int(update.pop("skipped"))
     t_end = time.perf_counter()
     metrics = step_metrics(
-        rollout, scored, all_rewards, all_applicable, update, reward_names=run.reward_names, accuracy_reward=run.accuracy_reward,
+        rollout, scored, all_rewards, all_kept, update, reward_names=run.reward_names, accuracy_reward=run.accuracy_reward,
         skipped_updates=skipped, seconds={"rollout": t_rollout - t_start, "rewards": t_rewards - t_rollout, "update": t_end - t_rewards},
     )
     return metrics, step_samples(prompt_texts, rollout, scored, cfg.log.num_samples)

@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from train.builders import build_policy, build_rewards, gold_check, load_train_and_eval, sample_check
+from train.builders import build_policy, build_rewards, gold_check, load_train_and_eval, read_sources, sample_check
 from train.config import ConfigError, load_config
 from train.model import ModelLoadError
 from train.preflight_checks import SAMPLE_GENERATIONS, SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, VERIFIED_REWARDS, GoldReport, shorten
@@ -84,8 +84,9 @@ def sample_lines(samples: list[dict], max_tokens: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     combiner, _, accuracy_reward = build_rewards(cfg)
+    sources = read_sources(cfg)  # unreadable data stops the check before the model loads
     model, tokenizer = build_policy(cfg)
-    train_set, dropped, eval_rows, _ = load_train_and_eval(cfg, tokenizer, rank=0, world=1)
+    train_set, dropped, eval_rows, _ = load_train_and_eval(cfg, tokenizer, rank=0, world=1, sources=sources)
     evaluated = f"{len(eval_rows['text'])} eval rows" if eval_rows is not None else "no eval set"
     print(f"thinkrl.preflight: {args.config} | {len(train_set)} training rows ({dropped} over max_prompt_length "
           f"dropped), {evaluated} | accuracy reward {accuracy_reward} | "

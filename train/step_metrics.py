@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from rewards import RewardOutput
-from train.advantages import kept_rows, zero_std_fraction
+from train.advantages import zero_std_fraction
 from train.batch import RolloutBatch
 from train.distributed import all_gather_tensor
 
@@ -18,7 +18,7 @@ def step_metrics(
     rollout: RolloutBatch,
     scored: RewardOutput,
     all_rewards: torch.Tensor,
-    all_applicable: torch.Tensor,
+    all_kept: torch.Tensor,
     update: dict[str, float],
     *,
     reward_names: list[str],
@@ -26,8 +26,9 @@ def step_metrics(
     skipped_updates: int,
     seconds: dict[str, float],
 ) -> dict[str, float]:
-    """rollout, scored: this rank's completions and their rewards; all_rewards, all_applicable: [N * world] total
-    rewards of the step (NaN where a reward did not apply) and whether they did; update: the last policy update's
+    """rollout, scored: this rank's completions and their rewards; all_rewards, all_kept: [N * world] total
+    rewards of the step (NaN where a reward did not apply) and whether the step kept each row's group
+    (train.advantages.kept_rows); update: the last policy update's
     metrics; seconds: rollout / rewards / update wall time of this step. Rewards and accuracy are means over the rows
     that were scored; `excluded_group_fraction` is the share of groups the step left out."""
     per_reward = {name: all_gather_tensor(torch.tensor(values, dtype=torch.float32)) for name, values in scored.per_reward.items()}
@@ -35,16 +36,15 @@ def step_metrics(
     skipped = scored.skipped_counts()
     counts = torch.tensor([[float(table.get(n, 0)) for table in (scored.failures, scored.timeouts, skipped) for n in reward_names]])
     failures, timeouts, skips = all_gather_tensor(counts).sum(0).split(len(reward_names))
-    kept = kept_rows(all_rewards, rollout.group_size, all_applicable)
-    scored_rewards = all_rewards[kept]
+    scored_rewards = all_rewards[all_kept]
     empty = torch.tensor([not text.strip() for text in rollout.completion_texts])
     step_seconds = sum(seconds.values())
     return {
         "reward/mean": scored_rewards.mean().item() if scored_rewards.numel() else float("nan"),
         "reward/std": scored_rewards.std().item() if scored_rewards.numel() > 1 else float("nan"),
         "accuracy": _accuracy(per_reward[accuracy_reward]),
-        "zero_std_fraction": zero_std_fraction(all_rewards, rollout.group_size, all_applicable),
-        "excluded_group_fraction": 1.0 - kept.float().mean().item(),
+        "zero_std_fraction": zero_std_fraction(all_rewards, rollout.group_size, all_kept),
+        "excluded_group_fraction": 1.0 - all_kept.float().mean().item(),
         "completion_length/mean": lengths.float().mean().item(),
         "completion_length/min": lengths.min().item(),
         "completion_length/max": lengths.max().item(),

@@ -85,6 +85,10 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path):
     straight = run_train([*common, "run_name=straight"])
     assert straight.returncode == 0, straight.stderr[-3000:]
 
+    # The extra delays are fractions of the quickest step of the uninterrupted run (~70 ms here), so a kill meant to
+    # land before the step-3 checkpoint (after step 1 or 2 is logged) or between the step-3 and step-6 checkpoints
+    # (after step 4 or 5) cannot slip past the next save on a fast machine.
+    quickest_step = min(m["time/step"] for m in read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
     run_dir = tmp_path / "killed"
     args = [*common, "run_name=killed", "checkpoint.resume=auto"]
     started = 0.0
@@ -92,8 +96,8 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path):
     first_lines, later_lines = rng.randint(1, 2), rng.randint(4, 5)
     moments = [  # (what, when, extra delay)
         ("during start-up", lambda: time.time() - started > startup_delay or written_since(run_dir / "config.yaml", started), 0.0),
-        ("before the first checkpoint", lambda: logged_lines(run_dir, started) >= first_lines, rng.uniform(0.0, 0.1)),
-        ("between two checkpoints", lambda: logged_lines(run_dir, started) >= later_lines, rng.uniform(0.0, 0.3)),
+        ("before the first checkpoint", lambda: logged_lines(run_dir, started) >= first_lines, rng.uniform(0.0, 0.4) * quickest_step),
+        ("between two checkpoints", lambda: logged_lines(run_dir, started) >= later_lines, rng.uniform(0.0, 0.4) * quickest_step),
         ("during the step-6 save", lambda: (run_dir / "checkpoints" / ".staging_step_00000006").exists(), 0.0),
     ]
     for what, condition, delay in moments:

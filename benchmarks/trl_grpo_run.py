@@ -137,6 +137,13 @@ def main(spec_path: str) -> None:
             log.write(json.dumps(record) + "\n")
             self.pending = {}
 
+    peft_config = None
+    if spec.get("lora"):  # TRL's LoRA route: a peft config, the reference is the model with adapters disabled
+        from peft import LoraConfig
+
+        lora = spec["lora"]
+        peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                 target_modules=lora["target_modules"], bias="none", task_type="CAUSAL_LM")
     trainer = GRPOTrainer(
         model=spec["model_dir"],
         reward_funcs=[trl_reward(name) for name, _ in spec["rewards"]],
@@ -144,6 +151,7 @@ def main(spec_path: str) -> None:
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[StepLog()],
+        peft_config=peft_config,
     )
     if spec["profile"]:
         trainer._generate_single_turn = timer.wrap("generation", trainer._generate_single_turn)

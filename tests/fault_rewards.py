@@ -18,3 +18,9 @@ def brevity(completions, prompts=None, **_):
     """Shorter completions score higher (1 for an empty one, 0 from 200 characters): a signal that differs between
     almost any two completions, so a group has a reward spread whatever the model samples."""
     return [1.0 - min(len(c), 200) / 200 for c in completions]
+
+
+def half_the_prompts(completions, prompts=None, **_):
+    """Zero spread for prompts of even length (every completion scores 0.5), brevity for the others: about half the
+    groups carry a learning signal, whatever the model samples (for rollout.filter_groups)."""
+    return [0.5 if len(p) % 2 == 0 else 1.0 - min(len(c), 200) / 200 for c, p in zip(completions, prompts)]

@@ -172,3 +172,51 @@ def launch_worker(command: list[str], out_dir: Path, cases: list[str]) -> dict[s
         header = f"worker failed (full log: {out_dir / 'stderr.txt'})"
         raise AssertionError("\n".join([header, *errors, result.stderr[-3000:]]))
     return {f"{out_dir.name}/{case}": torch.load(out_dir / f"{case.replace(':', '_')}.pt") for case in cases}
+
+
+# --- comparing two runs ----------------------------------------------------------------------------------------------
+
+VOLATILE = ("time/", "tokens_per_second")  # wall-clock metrics differ between any two runs
+
+
+def comparable(metrics):
+    return [{k: v for k, v in m.items() if not k.startswith(VOLATILE)} for m in metrics]
+
+
+def final_weights(run_dir):
+    from transformers import AutoModelForCausalLM
+
+    return dict(AutoModelForCausalLM.from_pretrained(run_dir / "final_model").named_parameters())
+
+
+def assert_same_run(a, b):
+    """Run directories `a` and `b` logged the same metrics (wall-clock ones aside) and exported the same weights."""
+    import pytest
+
+    ma, mb = comparable(read_jsonl(a / "metrics.jsonl")), comparable(read_jsonl(b / "metrics.jsonl"))
+    assert [m["step"] for m in ma] == [m["step"] for m in mb]
+    for x, y in zip(ma, mb):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-7, nan_ok=True), (x["step"], key)
+    wa, wb = final_weights(a), final_weights(b)
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+# float32 sums in another order move the weights by ~5e-6 of the update's norm and the scalars by ~1e-7; the bugs
+# this guards against (a gradient averaged over ranks or accumulation steps, a micro-batch dropped) by 1e-1 or more.
+WEIGHT_TOL, SCALAR_TOL = 2e-4, 1e-5
+
+
+def assert_same_training(run: dict, reference: dict) -> None:
+    """tests/equivalence_worker.py results `run` and `reference` trained alike (see tests/test_equivalence.py)."""
+    import pytest
+
+    assert run["loss"] == pytest.approx(reference["loss"], rel=SCALAR_TOL, abs=1e-7)
+    assert run["grad_norm"] == pytest.approx(reference["grad_norm"], rel=SCALAR_TOL)
+    assert run["clip_ratio"] == pytest.approx(reference["clip_ratio"], abs=1e-6)
+    for name, final in reference["weights"].items():
+        update = final - reference["initial"][name]
+        error = ((run["weights"][name] - final).norm() / update.norm()).item()
+        assert error < WEIGHT_TOL, f"{name}: final weights differ by {error:.2e} of the update's norm"

@@ -18,12 +18,11 @@ import time
 import pytest
 import torch
 
-from helpers import REPO, SMOKE, read_jsonl, run_train
+from helpers import REPO, SMOKE, comparable, final_weights, read_jsonl, run_train
 
 # Small and quick: 2 prompts x 2 completions, 8 tokens; checkpoints at steps 3, 6 and 7, only the newest kept.
 FAST = ["eval.source=null", "rollout.prompts_per_step=2", "rollout.num_generations=2", "optim.micro_batch_size=4",
         "rollout.max_completion_length=8", "log.report=false", "max_steps=7", "checkpoint.every=3", "checkpoint.keep_last=1"]
-VOLATILE = ("time/", "tokens_per_second")  # wall-clock metrics differ between any two runs
 
 
 def start(args):
@@ -66,16 +65,6 @@ def kill_when(process, condition, delay: float, timeout: float = 300) -> None:
 def latest(run_dir) -> str | None:
     path = run_dir / "checkpoints" / "latest"
     return path.read_text() if path.is_file() else None
-
-
-def comparable(metrics):
-    return [{k: v for k, v in m.items() if not k.startswith(VOLATILE)} for m in metrics]
-
-
-def final_weights(run_dir):
-    from transformers import AutoModelForCausalLM
-
-    return dict(AutoModelForCausalLM.from_pretrained(run_dir / "final_model").named_parameters())
 
 
 @pytest.mark.slow

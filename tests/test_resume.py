@@ -8,34 +8,8 @@ import sys
 import time
 
 import pytest
-import torch
 
-from helpers import SMOKE, REPO, read_jsonl, run_train
-
-VOLATILE = ("time/", "tokens_per_second")  # wall-clock metrics differ between any two runs
-
-
-def comparable(metrics):
-    return [{k: v for k, v in m.items() if not k.startswith(VOLATILE)} for m in metrics]
-
-
-def final_weights(run_dir):
-    from transformers import AutoModelForCausalLM
-
-    return dict(AutoModelForCausalLM.from_pretrained(run_dir / "final_model").named_parameters())
-
-
-def assert_same_run(a, b):
-    ma, mb = comparable(read_jsonl(a / "metrics.jsonl")), comparable(read_jsonl(b / "metrics.jsonl"))
-    assert [m["step"] for m in ma] == [m["step"] for m in mb]
-    for x, y in zip(ma, mb):
-        assert x.keys() == y.keys()
-        for key in x:
-            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-7, nan_ok=True), (x["step"], key)
-    wa, wb = final_weights(a), final_weights(b)
-    for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-7, msg=name)
-
+from helpers import SMOKE, REPO, assert_same_run, read_jsonl, run_train
 
 def start_train(args, launcher=None):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}

@@ -150,3 +150,19 @@ def test_neutral_generation_config_values_keep_the_lean_sampler(tokenizer):
     assert not rollout._uses_hf_generate(model, synced_gpus=False)
     model.generation_config.no_repeat_ngram_size = 3
     assert rollout._uses_hf_generate(model, synced_gpus=False)
+
+
+def test_finished_rows_leave_the_decode_batch(tokenizer, monkeypatch):
+    """The lean sampler runs fewer decode rows once rows have emitted EOS (and the draws above still equal
+    `generate`'s); HF `generate` keeps computing all N rows to the end."""
+    model = _eos_model(tokenizer, every=3)
+    rows_per_forward = []
+    model.get_decoder().register_forward_hook(lambda module, args, kwargs, out: rows_per_forward.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    lean = _rollouts(model, tokenizer, 0, do_sample=False, temperature=1.0, top_p=1.0, top_k=0)
+    lean_rows, rows_per_forward[:] = list(rows_per_forward), []
+    monkeypatch.setattr(rollout, "_uses_hf_generate", lambda *args: True)
+    _rollouts(model, tokenizer, 0, do_sample=False, temperature=1.0, top_p=1.0, top_k=0)
+    N, steps = lean.input_ids.shape[0], lean.completion_mask.shape[1]
+    assert lean_rows[0] == len(PROMPTS) and len(lean_rows) == steps  # one prompt forward, then steps-1 decode forwards
+    assert min(lean_rows[1:]) < N and lean_rows[1:] == sorted(lean_rows[1:], reverse=True)
+    assert sum(lean_rows[1:]) < sum(rows_per_forward[1:]) == N * (steps - 1)

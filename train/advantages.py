@@ -78,3 +78,15 @@ def zero_std_fraction(rewards: torch.Tensor, group_size: int, valid: torch.Tenso
     kept = kept_rows(rewards, group_size, valid).view_as(grouped)[:, 0]  # [B]
     constant = grouped.amax(dim=1) == grouped.amin(dim=1)
     return (constant & kept).sum().item() / max(int(kept.sum()), 1)
+
+
+def informative_groups(rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B] bool: the groups that carry a learning signal, i.e. kept (see :func:`kept_rows`) and with rewards not all
+    equal. DAPO's dynamic sampling (arXiv:2503.14476 §3.2) trains only on these.
+
+    >>> informative_groups(torch.tensor([1.0, 0.0, 1.0, 1.0, float("nan"), 0.0]), 2).tolist()
+    [True, False, False]
+    """
+    grouped = _grouped(rewards, group_size)
+    kept = kept_rows(rewards, group_size, valid).view_as(grouped)[:, 0]
+    return kept & (grouped.amax(dim=1) != grouped.amin(dim=1))

@@ -49,17 +49,34 @@ class TrainBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def rows(self, start: int, stop: int) -> "TrainBatch":
-        """Micro-batch view of rows [start, stop)."""
+    def select(self, rows: list[int]) -> "TrainBatch":
+        """The micro-batch of rows `rows` (train/micro_batches.py's plan), trimmed to its own widths (`trimmed`)."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.input_ids.device)
 
-        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[start:stop]
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[index.to(t.device)]
 
         return TrainBatch(
-            input_ids=self.input_ids[start:stop],
-            attention_mask=self.attention_mask[start:stop],
-            completion_mask=self.completion_mask[start:stop],
-            advantages=self.advantages[start:stop],
-            old_logprobs=cut(self.old_logprobs),
+            input_ids=pick(self.input_ids), attention_mask=pick(self.attention_mask), completion_mask=pick(self.completion_mask),
+            advantages=pick(self.advantages), old_logprobs=pick(self.old_logprobs), ref_logprobs=pick(self.ref_logprobs),
+        ).trimmed()
+
+    def trimmed(self) -> "TrainBatch":
+        """The same rows without the columns that are padding in every row: leading prompt columns (left padding) and
+        trailing completion columns (past every row's last valid token). The computation is unchanged (positions come
+        from the attention mask, padding is masked, attention is causal); the forward is narrower. Keeps at least one
+        completion column."""
+        from train.micro_batches import padding_bounds
+
+        width = self.completion_mask.shape[1]
+        first, keep = padding_bounds(self.attention_mask[:, :-width], self.completion_mask)
+        stop = self.input_ids.shape[1] - width + keep
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:, :keep]
+
+        return TrainBatch(
+            input_ids=self.input_ids[:, first:stop], attention_mask=self.attention_mask[:, first:stop],
+            completion_mask=cut(self.completion_mask), advantages=self.advantages, old_logprobs=cut(self.old_logprobs),
             ref_logprobs=cut(self.ref_logprobs),
         )

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import torch
 
@@ -22,6 +25,7 @@ from rewards import RewardCombiner, RewardSpec
 from train.checkpoint import load_checkpoint, resolve_resume, restore_rng
 from train.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from train.distributed import DistInfo, all_reduce_sum
+from train.lora import adapters_disabled, add_lora
 from train.model import (
     build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config, frozen_copy, load_pretrained,
 )
@@ -51,6 +55,19 @@ def build_policy(cfg: TrainConfig):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False  # training forward; generation turns the cache on for itself
     return model, tokenizer
+
+
+def with_lora(cfg: TrainConfig, model):
+    """`model` with fresh LoRA adapters (model.lora), initialised from the run's seed so every rank and every rerun
+    starts from the same A matrices (B starts at zero)."""
+    lora = cfg.model.lora
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        try:
+            return add_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules,
+                            use_rslora=lora.use_rslora)
+        except ValueError as exc:
+            raise ConfigError(f"model.lora.target_modules: {exc}") from None
 
 
 def read_prompt_rows(data: DataConfig, *, source: str, split: str, limit: int | None, key: str):
@@ -128,11 +145,14 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
     rows = [row for row in rows if render_prompt(row["prompt"], tokenizer, **render) not in held_out]
     if not rows:
         raise ConfigError(f"sft.source: {sft.source}: no rows left after removing the eval prompts")
+    lora = cfg.model.lora is not None and sft.lora
+    if lora:
+        model = with_lora(cfg, model)
     if sft.batch_size % (dist_info.world_size * sft.micro_batch_size):
         raise ConfigError(f"sft.batch_size={sft.batch_size} must be divisible by the world size {dist_info.world_size} x "
                           f"sft.micro_batch_size={sft.micro_batch_size}")
     try:
-        return sft_stage(
+        model, result = sft_stage(
             model, tokenizer, rows, **render, max_length=sft.max_length, packing=sft.packing, max_steps=sft.max_steps,
             epochs=sft.epochs, batch_size=sft.batch_size, micro_batch_size=sft.micro_batch_size, lr=sft.lr,
             weight_decay=sft.weight_decay, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps, warmup_steps=sft.warmup_steps,
@@ -143,6 +163,8 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
         )
     except ValueError as exc:  # no example fits sft.max_length, an empty rendered prompt
         raise ConfigError(f"sft: {sft.source}: {exc}") from None
+    # The SFT adapter goes into the weights: GRPO adds fresh adapters, and its reference (adapters off) is the SFT model.
+    return (model.merge_and_unload() if lora else model), result
 
 
 def build_rewards(cfg: TrainConfig) -> tuple[RewardCombiner, list[str], str]:
@@ -243,7 +265,9 @@ class Run:
     """Everything the step loop touches, built once by `setup`."""
 
     engine: object  # the policy's DeepSpeed engine: the one truth for ZeRO stage and device from here on
-    reference: object | None  # frozen initial policy on the engine's device (beta > 0), else None
+    # beta > 0: `with reference() as model` gives the frozen initial policy (a copy on the engine's device, or with LoRA
+    # the engine itself with its adapters off); beta == 0: None
+    reference: Callable[[], ContextManager] | None
     tokenizer: object
     dataset: object  # training prompts with `text` and `prompt_ids` columns
     sampler: PromptSampler
@@ -277,7 +301,9 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
     if cfg.sft is not None and checkpoint_dir is None:  # a checkpoint already holds the fine-tuned weights
         model, sft_result = cold_start(cfg, model, tokenizer, dist_info, ds_overrides, held_out)
     sampler = PromptSampler(len(dataset), cfg.rollout.prompts_per_step // world, seed=cfg.seed, rank=rank, world_size=world)
-    reference = frozen_copy(model) if cfg.grpo.beta > 0 else None
+    if cfg.model.lora is not None:
+        model = with_lora(cfg, model)  # the reference is this model with its adapters off: no copy
+    reference = frozen_copy(model) if cfg.grpo.beta > 0 and cfg.model.lora is None else None
     ds_config = deepspeed_config(
         zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=cfg.optim.micro_batch_size,
         grad_accum_steps=completions_per_rank // cfg.optim.micro_batch_size, world_size=world,
@@ -290,7 +316,9 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
         total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=cfg.optim.lr_scheduler,
     )
     if reference is not None:
-        reference = build_reference_engine(reference, engine, dtype=cfg.model.dtype)
+        reference = partial(nullcontext, build_reference_engine(reference, engine, dtype=cfg.model.dtype))
+    elif cfg.grpo.beta > 0:
+        reference = partial(adapters_disabled, engine)
     if cfg.rewards.preflight and checkpoint_dir is None:  # the policy GRPO starts from (after SFT); every rank samples
         samples = sample_check(cfg, engine, tokenizer, dataset, combiner, engine.device)
         if dist_info.is_main:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from train.distributed import barrier
+from train.lora import is_lora, lora_scalings, merged_state_dict
 
 LATEST = "latest"
 COMPLETE = "COMPLETE"
@@ -186,11 +187,21 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return found
 
 
-def export_policy(engine, tokenizer, out_dir: Path, *, is_main: bool) -> None:
+def export_policy(engine, tokenizer, out_dir: Path, *, is_main: bool, adapter_dir: Path | None = None) -> None:
     """Write the policy as an HF directory (`from_pretrained`-loadable). Collective: under ZeRO-3 every rank takes
-    part in gathering the shards."""
+    part in gathering the shards. A LoRA policy is written merged (W + s·B·A, train/lora.py), a plain model that
+    needs no peft to load; with `adapter_dir`, the adapter alone too (peft's format, loadable onto the base model)."""
     state_dict = engine._zero3_consolidated_16bit_state_dict() if engine.zero_optimization_stage() == 3 else None
     if is_main:
-        engine.module.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+        module = engine.module
+        if is_lora(module):
+            full = state_dict if state_dict is not None else module.state_dict()
+            merged = merged_state_dict(full, lora_scalings(module))
+            module.get_base_model().save_pretrained(out_dir, state_dict=merged, safe_serialization=True)
+            if adapter_dir is not None:
+                module.save_pretrained(adapter_dir, state_dict=full, safe_serialization=True)
+                tokenizer.save_pretrained(adapter_dir)
+        else:
+            module.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
     barrier()

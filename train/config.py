@@ -63,6 +63,26 @@ class TinyModelConfig(_Section):
         return self
 
 
+class LoraConfig(_Section):
+    """LoRA adapters (Hu et al. 2021, arXiv:2106.09685) through `peft`: the base weights stay frozen and only the
+    low-rank update B·A (scaled by alpha / r) of each target module trains. The reference model of the KL term is the
+    same model with the adapters switched off, so no second copy of the weights exists. Names follow peft's LoraConfig
+    (TRL's ModelConfig calls them lora_r, lora_alpha, lora_dropout, lora_target_modules)."""
+
+    r: int = Field(16, gt=0)
+    """Rank of the update."""
+    alpha: float = Field(32.0, gt=0)
+    """Scale numerator: the update is (alpha / r) · B·A (alpha / sqrt(r) with use_rslora)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter's input. 0 keeps sampling and log-prob recomputation deterministic."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Module names (suffixes, e.g. [q_proj, v_proj]) that get adapters; `all-linear`: every linear layer but the LM head."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling alpha / sqrt(r) (Kalajdzievski 2023)."""
+    export_adapter: bool = False
+    """Besides the merged final_model/, write the adapter alone (peft's format) to final_adapter/."""
+
+
 class ModelConfig(_Section):
     name_or_path: str | None = None
     """Local HF model directory (config + weights + tokenizer), a hub name where the hub is reachable, or
@@ -83,6 +103,8 @@ class ModelConfig(_Section):
     """Recompute activations in the backward pass (less memory, ~30% more compute)."""
     trust_remote_code: bool = False
     """Allow custom modelling code shipped with a model directory."""
+    lora: LoraConfig | None = None
+    """Train LoRA adapters instead of every weight (see LoraConfig); null: full fine-tuning."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
@@ -170,12 +192,28 @@ class SFTConfig(_Section):
     """Linear warmup from 0, in optimiser steps."""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "cosine"
     """Schedule after warmup."""
+    lora: bool = True
+    """With model.lora: train LoRA adapters in SFT too (merged into the weights before GRPO, whose own fresh adapters
+    then start from, and are regularised towards, the SFT model); false: full fine-tuning in SFT, LoRA in GRPO."""
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "SFTConfig":
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size={self.batch_size} must be divisible by micro_batch_size={self.micro_batch_size}")
         return self
+
+
+class FilterGroupsConfig(_Section):
+    """DAPO dynamic sampling (arXiv:2503.14476 §3.2; verl's algorithm.filter_groups): drop groups whose rewards are
+    all equal and draw more prompts until the step has prompts_per_step groups with spread (train/dynamic_sampling.py)."""
+
+    enable: bool = False
+    """Filter groups; logged as filter_groups/rounds, groups_drawn, groups_informative, groups_padded, hit_limit."""
+    max_num_gen_batches: int = Field(4, gt=0)
+    """At most this many rounds of prompts_per_step prompts per step (the first one included)."""
+    on_limit: Literal["pad", "error"] = "pad"
+    """At the bound with too few groups with spread: fill the batch with zero-spread groups (they train nothing; the
+    step is logged with filter_groups/hit_limit = 1), or stop the run."""
 
 
 class RolloutConfig(_Section):
@@ -194,6 +232,8 @@ class RolloutConfig(_Section):
     gather_zero3_params: bool = True
     """Under ZeRO-3, gather the full weights once per rollout instead of once per generated token (needs memory for one
     full copy of the model per rank). Either way, ranks generate in lock-step (synced_gpus) under ZeRO-3."""
+    filter_groups: FilterGroupsConfig = Field(default_factory=FilterGroupsConfig)
+    """DAPO dynamic sampling: train only on groups with reward spread."""
 
 
 class GRPOConfig(_Section):
@@ -275,6 +315,11 @@ class OptimConfig(_Section):
     """Linear warmup from 0, in optimiser steps."""
     micro_batch_size: int = Field(4, gt=0)
     """Completions per forward/backward on each rank; a step's completions are accumulated in micro-batches."""
+    max_tokens_per_micro_batch: int | None = Field(None, gt=0)
+    """Form the micro-batches of the log-prob and update passes by a token budget instead (verl's use_dynamic_bsz with
+    ppo_max_token_len_per_gpu): rows sorted by length, each micro-batch at most this many padded tokens (rows x its
+    longest prompt + longest completion), the count equalised over ranks; micro_batch_size is then unused.
+    The update equals the big-batch one either way (the loss is normalised per step, not per micro-batch)."""
     max_consecutive_skips: int = Field(5, ge=1)
     """A step whose loss or gradient is NaN/inf is skipped and counted; this many in a row stop the run."""
     logprob_chunk_size: int = Field(1024, ge=0)

@@ -33,14 +33,19 @@ class StepResult:
 
 def optimizer_step(engine, micro_batches: Iterable[Any], micro_loss: Callable[[Any], torch.Tensor], *, world_size: int) -> StepResult:
     """Backward every micro-batch's `micro_loss(micro)` (already normalised by the step's global counts), then the one
-    DeepSpeed step at the accumulation boundary. Call on all ranks with the same number of micro-batches."""
+    DeepSpeed step at the accumulation boundary, the last micro-batch. Call on all ranks with the same number of
+    micro-batches."""
     guard = getattr(engine, "client_optimizer", None)  # train.optim.GuardedAdamW, handed to deepspeed.initialize
     if guard is not None:
         guard.last_step_skipped = False
     engine.train()
     stage = engine.zero_optimization_stage()
     total, unsharded_grad_norm = 0.0, None
-    for micro in micro_batches:
+    micro_batches = list(micro_batches)
+    for index, micro in enumerate(micro_batches):
+        # The boundary is the last micro-batch, however many there are (a token budget makes the count vary by step),
+        # not DeepSpeed's fixed gradient_accumulation_steps; set before the forward, as DeepSpeed asks.
+        engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
         loss = micro_loss(micro)
         # scale_wrt_gas=False: the loss is normalised by the step's global counts already; x world_size undoes
         # DeepSpeed's mean over data-parallel ranks (module docstring).

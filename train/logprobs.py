@@ -25,6 +25,8 @@ import inspect
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from train.lora import causal_lm
+
 
 # One chunk's logits hold at most this many float32 elements (128 MiB), whatever the vocabulary: the chunk's token
 # count is lowered for large V, so the extra memory of the log-probs stays flat as V grows instead of growing with it
@@ -114,6 +116,18 @@ def _chunk_logprobs(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: tor
     return logprobs, entropy
 
 
+def _gathered_copy(linear: torch.nn.Module):
+    """`linear`'s ZeRO-3 shards gathered (a collective) into a frozen plain-tensor copy: a callable x -> x W^T + b."""
+    import functools
+
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(linear.parameters()), modifier_rank=None):
+        weight = linear.weight.detach().clone()
+        bias = None if getattr(linear, "bias", None) is None else linear.bias.detach().clone()
+    return functools.partial(torch.nn.functional.linear, weight=weight, bias=bias)
+
+
 def chunk_tokens(chunk_size: int, vocab_size: int, num_tokens: int) -> int:
     """Tokens per LM-head chunk: `chunk_size` (0 = all `num_tokens` in one chunk), lowered so that one chunk's
     [C, V] logits hold at most MAX_CHUNK_LOGITS elements.
@@ -137,13 +151,26 @@ def lm_head_logprobs(
     lm_head = hf_model.get_output_embeddings()
     vocab_size = getattr(lm_head, "out_features", None) or hf_model.config.vocab_size  # ZeRO-3 empties .weight
     num_tokens = targets.numel()
-    if num_tokens == 0:
+    sharded = _zero3_partitioned(hf_model)
+    if num_tokens == 0 and not sharded:
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty, (empty if with_entropy else None)
-    step = chunk_tokens(chunk_size, vocab_size, num_tokens)
-    use_checkpoint = torch.is_grad_enabled() and num_tokens > step
+    step = chunk_tokens(chunk_size, vocab_size, max(num_tokens, 1))
+    num_chunks = -(-num_tokens // step)
+    if sharded:
+        # Every LM-head call all-gathers its weight under ZeRO-3 (and its backward reduce-scatters the gradient): all
+        # ranks must make as many calls, whatever their own token counts (trimmed or token-budget micro-batches, SFT
+        # labels). Ranks with fewer tokens run empty chunks.
+        from train.distributed import all_reduce_max
+
+        num_chunks = int(all_reduce_max(torch.tensor([num_chunks], dtype=torch.float64, device=hidden.device)).item())
+    use_checkpoint = torch.is_grad_enabled() and num_chunks > 1
+    if sharded and not any(p.requires_grad for p in lm_head.parameters()):
+        # A frozen LM head (LoRA) under ZeRO-3 is not re-gathered when the backward recomputes a checkpointed chunk (the
+        # recomputation would see a 0-element placeholder): gather it once into a plain tensor for this call.
+        lm_head = _gathered_copy(lm_head)
     logprob_chunks, entropy_chunks = [], []
-    for start in range(0, num_tokens, step):
+    for start in range(0, num_chunks * step, step):
         args = (lm_head, hidden[start : start + step], targets[start : start + step], temperature, with_entropy)
         logprobs, entropy = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if use_checkpoint else _chunk_logprobs(*args)
         logprob_chunks.append(logprobs)
@@ -167,7 +194,7 @@ def completion_logprobs(
     completion in the last L = completion_length columns. Logits are divided by `temperature`, matching the sampler.
     Returns (logprobs [N, L] with grad when enabled, entropy [N, L] detached).
     """
-    hf_model = getattr(model, "module", model)
+    hf_model = causal_lm(getattr(model, "module", model))
     decoder = hf_model.get_decoder()
     num_rows, width = input_ids.shape[0], completion_length
     hidden = _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width)
@@ -187,13 +214,24 @@ def completion_logprobs(
 
 
 @torch.no_grad()
-def sequence_logprobs(model, input_ids, attention_mask, completion_length: int, *, micro_batch_size: int, temperature: float, chunk_size: int) -> torch.Tensor:
-    """[N, L] log-probs under `model` without grad (old policy or reference), computed in micro-batches of rows."""
-    parts = []
-    for start in range(0, input_ids.shape[0], micro_batch_size):
+def sequence_logprobs(model, input_ids, attention_mask, completion_length: int, *, micro_batch_size: int, temperature: float,
+                      chunk_size: int, max_tokens_per_micro_batch: int | None = None) -> torch.Tensor:
+    """[N, L] log-probs under `model` without grad (old policy or reference), in micro-batches of `micro_batch_size`
+    rows or, with `max_tokens_per_micro_batch`, of a token budget (train/micro_batches.py; collective then). Each
+    micro-batch is trimmed to its own widths; positions past a row's completion (padding) get 0."""
+    from train.micro_batches import micro_batch_plan, padding_bounds
+
+    completion_attention = attention_mask[:, -completion_length:]
+    plan = micro_batch_plan(attention_mask, completion_attention, micro_batch_size=micro_batch_size, max_tokens=max_tokens_per_micro_batch)
+    out = torch.zeros(input_ids.shape[0], completion_length, dtype=torch.float32, device=input_ids.device)
+    prompt_width = input_ids.shape[1] - completion_length
+    for rows in plan:
+        index = torch.tensor(rows, dtype=torch.long, device=input_ids.device)
+        ids, mask = input_ids[index], attention_mask[index]
+        first, keep = padding_bounds(mask[:, :prompt_width], mask[:, prompt_width:])
         logprobs, _ = completion_logprobs(
-            model, input_ids[start : start + micro_batch_size], attention_mask[start : start + micro_batch_size],
-            completion_length, temperature=temperature, chunk_size=chunk_size,
+            model, ids[:, first : prompt_width + keep], mask[:, first : prompt_width + keep], keep,
+            temperature=temperature, chunk_size=chunk_size,
         )
-        parts.append(logprobs)
-    return torch.cat(parts)
+        out[index, :keep] = logprobs.float()
+    return out

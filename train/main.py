@@ -1,7 +1,8 @@
 """thinkrl: GRPO for reasoning with rule-based rewards, trained through DeepSpeed.
 
 Algorithm (GRPO, DeepSeekMath arXiv:2402.03300 Alg. 1; DeepSeek-R1 arXiv:2501.12948), one optimiser step per loop:
-    1. take B prompts (disjoint per rank) and sample G completions each with the current policy;
+    1. take B prompts (disjoint per rank) and sample G completions each with the current policy (with
+       rollout.filter_groups, DAPO's dynamic sampling: more prompts until B groups have reward spread);
     2. score every completion with weighted rule-based rewards;
     3. advantage = (reward - group mean) / group std, over the G completions of the same prompt;
     4. (num_iterations > 1) keep the sampling policy's log-probs as pi_old; (beta > 0) the reference's for k3 KL;
@@ -25,6 +26,7 @@ import argparse
 import errno
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -35,6 +37,7 @@ from train.batch import TrainBatch
 from train.builders import Run, setup
 from train.checkpoint import CheckpointError, capture_rng, export_policy, save_checkpoint
 from train.config import ConfigError, TrainConfig, load_config
+from train.dynamic_sampling import DynamicSamplingLimit, SampledGroups, fill_with_informative_groups
 from train.distributed import DistInfo, LauncherError, all_gather_tensor, all_reduce_sum, destroy, init_distributed
 from train.evaluate import evaluate, metrics_from_sums
 from train.logprobs import sequence_logprobs
@@ -58,9 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
-def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str, float], list[dict]]:
-    """One GRPO step: sample groups, score, advantages, (old/ref log-probs), num_iterations updates. Returns
-    (metrics over all ranks, a few of this rank's samples)."""
+def sample_groups(run: Run, cfg: TrainConfig, seconds: dict[str, float]) -> SampledGroups:
+    """This rank's next B prompts, G sampled completions each, scored; adds its wall time to `seconds`."""
     t_start = time.perf_counter()
     rows = run.dataset.select(run.sampler.next_indices()).to_dict()
     prompt_texts, prompt_ids = rows.pop("text"), rows.pop("prompt_ids")
@@ -74,6 +76,25 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
     columns = {name: rollout.per_completion(values) for name, values in rows.items()}
     columns["completion_length"] = rollout.completion_lengths.tolist()
     scored = run.combiner(rollout.completion_texts, rollout.per_completion(prompt_texts), columns)
+    seconds["rollout"] += t_rollout - t_start
+    seconds["rewards"] += time.perf_counter() - t_rollout
+    return SampledGroups(prompt_texts, rows, rollout, scored)
+
+
+def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str, float], list[dict]]:
+    """One GRPO step: sample groups (with filter_groups: until B have reward spread), score, advantages, (old/ref
+    log-probs), num_iterations updates. Returns (metrics over all ranks, a few of this rank's samples)."""
+    seconds = {"rollout": 0.0, "rewards": 0.0}
+    draw = partial(sample_groups, run, cfg, seconds)
+    filter_groups = cfg.rollout.filter_groups
+    if filter_groups.enable:
+        groups, sampling_metrics = fill_with_informative_groups(
+            draw, max_num_gen_batches=filter_groups.max_num_gen_batches, on_limit=filter_groups.on_limit,
+            pad_token_id=run.tokenizer.pad_token_id, device=dist_info.device,
+        )
+    else:
+        groups, sampling_metrics = draw(), {}
+    prompt_texts, rollout, scored = groups.prompt_texts, groups.rollout, groups.scored
     rewards = torch.tensor(scored.total, dtype=torch.float32)  # [N], NaN where a reward did not apply
     # Advantages from the global batch: groups never straddle ranks, but the "batch" std needs every reward. A group
     # with a row no reward could judge (e.g. an unusable gold answer) is kept out of the advantages and the loss.
@@ -82,16 +103,20 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
     all_kept = kept_rows(all_rewards, rollout.group_size, all_applicable)  # [N * world] bool: whole groups
     advantages = group_advantages(all_rewards, rollout.group_size, scale=cfg.grpo.scale_rewards, valid=all_kept)[mine]
     kept = all_kept[mine]
-    t_rewards = time.perf_counter()
-    logprob_kwargs = dict(micro_batch_size=cfg.optim.micro_batch_size, temperature=cfg.rollout.temperature, chunk_size=cfg.optim.logprob_chunk_size)
+    t_update = time.perf_counter()
+    logprob_kwargs = dict(micro_batch_size=cfg.optim.micro_batch_size, temperature=cfg.rollout.temperature,
+                          chunk_size=cfg.optim.logprob_chunk_size, max_tokens_per_micro_batch=cfg.optim.max_tokens_per_micro_batch)
     L = rollout.completion_mask.shape[1]
     batch = TrainBatch(
         input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
         completion_mask=rollout.completion_mask.float() * kept.to(rollout.completion_mask.device).unsqueeze(1),
         advantages=advantages.to(run.engine.device),
         old_logprobs=sequence_logprobs(run.engine, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if cfg.grpo.num_iterations > 1 else None,
-        ref_logprobs=sequence_logprobs(run.reference, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if run.reference is not None else None,
+        ref_logprobs=None,
     )
+    if run.reference is not None:
+        with run.reference() as reference:
+            batch.ref_logprobs = sequence_logprobs(reference, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs)
     skipped = 0
     for _ in range(cfg.grpo.num_iterations):
         update = policy_update(
@@ -99,14 +124,15 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
             temperature=cfg.rollout.temperature, logprob_chunk_size=cfg.optim.logprob_chunk_size, loss_type=cfg.grpo.loss_type,
             epsilon=cfg.grpo.epsilon, epsilon_high=cfg.grpo.epsilon_high, beta=cfg.grpo.beta,
             max_completion_length=cfg.rollout.max_completion_length, importance_sampling_level=cfg.grpo.importance_sampling_level,
-            use_bias_correction_kl=cfg.grpo.use_bias_correction_kl,
+            use_bias_correction_kl=cfg.grpo.use_bias_correction_kl, max_tokens_per_micro_batch=cfg.optim.max_tokens_per_micro_batch,
         )
         skipped += int(update.pop("skipped"))
     t_end = time.perf_counter()
     metrics = step_metrics(
         rollout, scored, all_rewards, all_kept, update, reward_names=run.reward_names, accuracy_reward=run.accuracy_reward,
-        skipped_updates=skipped, seconds={"rollout": t_rollout - t_start, "rewards": t_rewards - t_rollout, "update": t_end - t_rewards},
+        skipped_updates=skipped, seconds={**seconds, "update": t_end - t_update},
     )
+    metrics.update(sampling_metrics)
     return metrics, step_samples(prompt_texts, rollout, scored, cfg.log.num_samples)
 
 
@@ -178,7 +204,8 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
                     print(f"thinkrl: signal {signal_number}: checkpoint saved at step {step} in {checkpoints}; exiting", flush=True)
                 raise SystemExit(128 + signal_number)
         if cfg.checkpoint.export_hf:
-            export_policy(run.engine, run.tokenizer, run.run_dir / "final_model", is_main=dist_info.is_main)
+            adapter_dir = run.run_dir / "final_adapter" if cfg.model.lora is not None and cfg.model.lora.export_adapter else None
+            export_policy(run.engine, run.tokenizer, run.run_dir / "final_model", is_main=dist_info.is_main, adapter_dir=adapter_dir)
     finally:
         preemption.uninstall()
         run.combiner.close()
@@ -224,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"thinkrl: error: {exc.filename}: {exc.strerror}; checkpoints already saved are intact; free space and resume with "
               "checkpoint.resume=auto", file=sys.stderr, flush=True)
         return 2
-    except TrainingAborted as exc:
+    except (TrainingAborted, DynamicSamplingLimit) as exc:
         print(f"thinkrl: stopped: {exc}", file=sys.stderr, flush=True)
         return 3
     finally:

@@ -21,6 +21,7 @@ import torch
 
 from train.batch import RolloutBatch
 from train.logprobs import position_ids_from_mask
+from train.lora import causal_lm
 from train.model import zero_stage
 
 # generation_config fields with which HF `generate` changes the sampling distribution beyond temperature/top-k/top-p
@@ -53,7 +54,7 @@ def generation_model(engine, *, gather_zero3_params: bool):
     whole rollout and detach DeepSpeed's fetch hooks meanwhile. With gather disabled, each forward gathers per layer.
     Either way ranks generate in lock-step (`synced_generation`).
     """
-    module = getattr(engine, "module", engine)
+    module = causal_lm(getattr(engine, "module", engine))  # a LoRA model samples through its base, adapters active
     if zero_stage(engine) == 3 and gather_zero3_params:
         from deepspeed.runtime.zero import unwrap_model_for_generation
 
@@ -117,6 +118,11 @@ def _new_cache(model):
         return DynamicCache()
 
 
+# Finished rows leave the decode batch once at most this fraction of the batch is still decoding: each compaction
+# copies the KV cache, so it is done in steps, not at every finished row.
+COMPACT_BELOW = 0.75
+
+
 @torch.no_grad()
 def _sample_with_cache(
     model,
@@ -136,9 +142,12 @@ def _sample_with_cache(
     L' <= max_new_tokens.
 
     What HF `generate` computes for the prompts repeated G times (same forward, warpers and draw; a row that has emitted
-    EOS gets `pad_token_id` from then on; stops when every row has emitted EOS), minus its per-token bookkeeping and
-    minus G-1 of the G identical prompt forwards: each prompt is run once and its KV cache repeated G times, since the G
-    completions of a group share it. Positions skip the left padding, as in `generate` and train/logprobs.py.
+    EOS gets `pad_token_id` from then on; stops when every row has emitted EOS), minus its per-token bookkeeping, minus
+    G-1 of the G identical prompt forwards (each prompt runs once and its KV cache is repeated G times), and minus the
+    forwards of finished rows: once at most COMPACT_BELOW of the decode batch is unfinished, the finished rows leave it
+    (their cache rows are dropped). The draw still covers all N rows (finished ones get a dummy distribution and then
+    pad), so the random stream, and with it every sampled token, is the same as `generate`'s for the same seed.
+    Positions skip the left padding, as in `generate` and train/logprobs.py.
     """
     device = prompt_ids.device
     cache_kwarg, takes_logits_to_keep = _forward_kwargs(model)
@@ -148,16 +157,16 @@ def _sample_with_cache(
     logits = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, **extra).logits
     cache.batch_repeat_interleave(num_generations)
     prompt_mask, positions = prompt_mask.repeat_interleave(num_generations, dim=0), positions.repeat_interleave(num_generations, dim=0)
-    logits = logits.repeat_interleave(num_generations, dim=0)
+    scores = logits[:, -1].float().repeat_interleave(num_generations, dim=0)  # [N, V]
     num_rows, prompt_length = prompt_mask.shape
     # One mask for the whole rollout; step t attends over its first P+t columns (new tokens are always attended).
     attention_mask = torch.ones(num_rows, prompt_length + max_new_tokens, dtype=prompt_mask.dtype, device=device)
     attention_mask[:, :prompt_length] = prompt_mask
     tokens = torch.full((num_rows, max_new_tokens), pad_token_id, dtype=prompt_ids.dtype, device=device)  # [N, L]
     unfinished = torch.ones(num_rows, dtype=torch.bool, device=device)
+    decoding = torch.arange(num_rows, device=device)  # rows in the decode batch (the cache's rows), ascending
     steps = 0
     while True:
-        scores = logits[:, -1].float()  # [N, V]
         if do_sample:
             probs = torch.softmax(_warp_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
             next_tokens = torch.multinomial(probs, num_samples=1).squeeze(1)
@@ -169,11 +178,20 @@ def _sample_with_cache(
         steps += 1
         if steps == max_new_tokens or not unfinished.any():
             return tokens[:, :steps]
+        live = unfinished[decoding]
+        if live.sum() <= COMPACT_BELOW * decoding.numel():
+            keep = live.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            decoding, attention_mask, positions = decoding[keep], attention_mask[keep], positions[keep]
         positions = positions[:, -1:] + 1
-        logits = model(
-            input_ids=next_tokens.unsqueeze(1), attention_mask=attention_mask[:, : prompt_length + steps],
+        step_logits = model(
+            input_ids=next_tokens[decoding].unsqueeze(1), attention_mask=attention_mask[:, : prompt_length + steps],
             position_ids=positions, use_cache=True, **extra,
-        ).logits
+        ).logits[:, -1].float()  # [rows decoding, V]
+        if decoding.numel() == num_rows:
+            scores = step_logits
+        else:  # finished rows: a uniform dummy (any valid distribution; the draw is replaced by pad), same shape
+            scores = step_logits.new_zeros(num_rows, step_logits.shape[-1]).index_copy_(0, decoding, step_logits)
 
 
 def left_pad(prompt_ids: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

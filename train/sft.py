@@ -30,6 +30,7 @@ from data.sft_examples import IGNORE_INDEX, SFTBatch, block_causal_mask, build_e
 from train.distributed import all_reduce_sum
 from train.engine_step import optimizer_step
 from train.logprobs import lm_head_logprobs
+from train.lora import causal_lm
 from train.model import build_engine, deepspeed_config, zero_stage
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -55,7 +56,7 @@ def label_logprobs(model, batch: SFTBatch, *, chunk_size: int) -> torch.Tensor:
     As for GRPO: the decoder runs once, then train/logprobs.py's chunked LM head runs only on the hidden states that
     predict a trained token, so no [R, T, V] logits tensor exists.
     """
-    hf_model = getattr(model, "module", model)
+    hf_model = causal_lm(getattr(model, "module", model))
     decoder = hf_model.get_decoder()
     if hf_model.config._attn_implementation.startswith("flash"):
         attention_mask = None  # flash-attention splits sequences at position-id resets

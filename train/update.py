@@ -15,6 +15,7 @@ from train.batch import TrainBatch
 from train.distributed import all_reduce_sum
 from train.engine_step import optimizer_step
 from train.logprobs import completion_logprobs
+from train.micro_batches import micro_batch_plan
 from train.loss import grpo_loss, token_normaliser
 
 
@@ -43,17 +44,19 @@ def policy_update(
     max_completion_length: int,
     importance_sampling_level: str,
     use_bias_correction_kl: bool = False,
+    max_tokens_per_micro_batch: int | None = None,
 ) -> dict[str, float]:
     """One optimiser step over all rows of `batch` (this rank's share). Returns metrics over all ranks: `loss` is the
     step's global loss, the others are means over all valid completion tokens of all ranks; `skipped` is 1.0 when the
-    optimiser step was skipped for non-finite gradients (the weights did not change)."""
-    completion_length = batch.completion_mask.shape[1]
+    optimiser step was skipped for non-finite gradients (the weights did not change). Micro-batches: `micro_batch_size`
+    rows, or with `max_tokens_per_micro_batch` a token budget (train/micro_batches.py), each trimmed to its own widths."""
     num_tokens, num_sequences = step_normalisers(batch.completion_mask)
     sums: dict[str, float] = defaultdict(float)
 
     def micro_loss(micro: TrainBatch) -> torch.Tensor:
         logprobs, entropy = completion_logprobs(
-            engine, micro.input_ids, micro.attention_mask, completion_length, temperature=temperature, chunk_size=logprob_chunk_size,
+            engine, micro.input_ids, micro.attention_mask, micro.completion_mask.shape[1], temperature=temperature,
+            chunk_size=logprob_chunk_size,
         )
         # With one update per rollout the sampling policy IS the current one: ratio = 1 exactly, no recompute needed.
         old_logprobs = logprobs.detach() if micro.old_logprobs is None else micro.old_logprobs
@@ -72,7 +75,9 @@ def policy_update(
         sums["_tokens"] += valid
         return loss
 
-    micro_batches = (batch.rows(start, start + micro_batch_size) for start in range(0, len(batch), micro_batch_size))
+    plan = micro_batch_plan(batch.attention_mask, batch.completion_mask, micro_batch_size=micro_batch_size,
+                            max_tokens=max_tokens_per_micro_batch)
+    micro_batches = [batch.select(rows) for rows in plan]
     step = optimizer_step(engine, micro_batches, micro_loss, world_size=world_size)
     names = list(sums)  # same order on every rank: the loss returns the same keys everywhere
     totals = dict(zip(names, all_reduce_sum(torch.tensor([sums[n] for n in names], dtype=torch.float64)).tolist()))

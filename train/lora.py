@@ -1,0 +1,100 @@
+"""LoRA through `peft`: adding adapters, the reference policy as the same model with adapters off, merged weights.
+
+LoRA (Hu et al. 2021, arXiv:2106.09685) freezes every base weight W and trains a low-rank update, so a target layer
+computes x·(W + s·B·A)ᵀ with A [r, in], B [out, r] and s = alpha / r (alpha / sqrt(r) with rsLoRA). B starts at zero,
+so the adapted model starts equal to the base. Two consequences the trainer uses:
+
+* the KL reference of GRPO (the initial policy) is the policy with its adapters switched off, so a LoRA run holds
+  one copy of the weights where full fine-tuning with beta > 0 holds two;
+* the optimiser state covers only A and B (2·r·(in + out) numbers per layer instead of in·out).
+
+The export writes W + s·B·A as a plain HF model (`merged_state_dict`, a pure function of the state dict, so it also
+serves a ZeRO-3 consolidated state dict, which a peft `merge_and_unload` of sharded parameters could not).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+ADAPTER = "default"  # peft's name of the one adapter thinkrl adds
+_PEFT_PREFIX = "base_model.model."
+
+
+def add_lora(model, *, r: int, alpha: float, dropout: float, target_modules, use_rslora: bool):
+    """`model` wrapped in a peft PeftModel with one LoRA adapter; its base weights frozen. A target that matches no
+    module is a ValueError naming it and the model's linear layers."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, use_rslora=use_rslora,
+        bias="none", task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})
+        raise ValueError(f"target_modules={target_modules}: {str(exc).splitlines()[0]}; this model's linear layers: "
+                         f"{', '.join(linear)}") from None
+
+
+def is_lora(module) -> bool:
+    """Whether `module` (or the DeepSpeed engine around it) is a peft model."""
+    if "peft" not in sys.modules:  # nothing made a peft model; and importing peft costs every run a second
+        return False
+    from peft import PeftModel
+
+    return isinstance(getattr(module, "module", module), PeftModel)
+
+
+def causal_lm(module):
+    """The transformers model inside `module`: a peft model's base model (with its adapters in place and active),
+    anything else unchanged. Sampling and log-probs call the transformers model directly (its forward signature is
+    the one they inspect)."""
+    return module.get_base_model() if is_lora(module) else module
+
+
+@contextmanager
+def adapters_disabled(engine) -> Iterator[object]:
+    """The reference policy of a LoRA run: within the block, `engine` computes the base model (adapters off). Yields
+    `engine`. Under ZeRO-3 this only flips a flag on every rank alike; the forward's collectives are unchanged."""
+    with getattr(engine, "module", engine).disable_adapter():
+        yield engine
+
+
+def lora_scalings(module) -> dict[str, float]:
+    """{qualified module name: s} for every LoRA layer of the peft model `module` (names as in its state dict)."""
+    from peft.tuners.lora import LoraLayer
+
+    return {name: layer.scaling[ADAPTER] for name, layer in module.named_modules() if isinstance(layer, LoraLayer)}
+
+
+def merged_state_dict(state_dict: dict[str, torch.Tensor], scalings: dict[str, float]) -> dict[str, torch.Tensor]:
+    """A peft model's state dict -> the plain transformers state dict of W + s·B·A (computed in float32, stored in W's
+    dtype). Keys lose peft's `base_model.model.` prefix and `.base_layer`; adapter tensors are dropped.
+
+    >>> W, A, B = torch.zeros(2, 3), torch.ones(1, 3), torch.tensor([[1.0], [2.0]])
+    >>> sd = {"base_model.model.fc.base_layer.weight": W, "base_model.model.fc.lora_A.default.weight": A,
+    ...       "base_model.model.fc.lora_B.default.weight": B}
+    >>> merged_state_dict(sd, {"base_model.model.fc": 0.5})["fc.weight"].tolist()
+    [[0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]
+    """
+    unsupported = sorted(k for k in state_dict if re.search(r"\.lora_(embedding_|magnitude)", k))
+    if unsupported:
+        raise ValueError(f"cannot merge LoRA embedding/DoRA weights ({unsupported[0]}, ...); target linear layers only")
+    merged = {}
+    for key, tensor in state_dict.items():
+        if ".lora_A." in key or ".lora_B." in key:
+            continue
+        layer, _, _ = key.rpartition(".base_layer.")
+        if layer and key == f"{layer}.base_layer.weight" and layer in scalings:
+            lora_a = state_dict[f"{layer}.lora_A.{ADAPTER}.weight"].float()
+            lora_b = state_dict[f"{layer}.lora_B.{ADAPTER}.weight"].float()
+            tensor = (tensor.float() + scalings[layer] * (lora_b @ lora_a)).to(tensor.dtype)
+        plain = key.replace(".base_layer.", ".")
+        merged[plain.removeprefix(_PEFT_PREFIX)] = tensor
+    return merged

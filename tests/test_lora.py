@@ -193,3 +193,25 @@ def test_lora_two_ranks_zero2_and_zero3_equal_one_process(tmp_path):
         run = results[case]
         assert_same_training({**run, "weights": {k: run["weights"][k] for k in trained}},
                              {**reference, "weights": trained})
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_lora_zero3_two_ranks_cli_exports_the_merged_model(tmp_path):
+    """The trainer end to end with LoRA under ZeRO-3 on 2 ranks (torchrun), beta > 0: the export gathers the shards
+    and merges the adapters; only the adapted projections differ from the initial model."""
+    from transformers import AutoModelForCausalLM
+
+    from train.config import load_config
+
+    result = run_train(["--config", str(SMOKE), *COMMON, "max_steps=2", "deepspeed.zero_stage=3", f"output_dir={tmp_path}",
+                        "run_name=z3"], launcher=TORCHRUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(tmp_path / "z3" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2] and records[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    cfg = load_config(SMOKE)
+    initial = initial_tiny_weights(cfg.model.tiny.model_dump(), cfg.seed)
+    exported = dict(AutoModelForCausalLM.from_pretrained(tmp_path / "z3" / "final_model").named_parameters())
+    moved = [name for name, value in initial.items() if not torch.allclose(exported[name], value)]
+    assert moved and all(name.endswith("proj.weight") for name in moved), moved
+    assert (tmp_path / "z3" / "final_adapter" / "adapter_config.json").is_file()

@@ -16,11 +16,17 @@ NAN = float("nan")
 SAMPLE = ["--config", str(SMOKE), "--k", "4", "--limit", "10", "--keep", "all", "rollout.max_completion_length=24"]
 
 
-def run_sample(args, launcher=None, timeout=600):
+def child_env():
+    """The environment of a child run: without the pytest process's own process-group variables (an in-process test
+    may have set MASTER_PORT to a port this process still holds)."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    return subprocess.run([*(launcher or [sys.executable]), "-m", "train.sample", *args], cwd=REPO, env=env,
+    return env
+
+
+def run_sample(args, launcher=None, timeout=600):
+    return subprocess.run([*(launcher or [sys.executable]), "-m", "train.sample", *args], cwd=REPO, env=child_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -61,8 +67,7 @@ def test_killed_sampling_run_resumes_with_no_duplicate_and_no_gap(tmp_path):
     straight = run_sample([*SAMPLE, "--output", str(tmp_path / "straight.jsonl")])
     assert straight.returncode == 0, straight.stderr[-3000:]
     output = tmp_path / "killed.jsonl"
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen([sys.executable, "-m", "train.sample", *SAMPLE, "--output", str(output)], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "train.sample", *SAMPLE, "--output", str(output)], cwd=REPO, env=child_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = tmp_path / "killed.jsonl.parts" / "rank-0.jsonl"
     deadline = time.time() + 300

@@ -369,8 +369,13 @@ def prepare_quickstart(workdir: Path, args, env: dict) -> Task:
     )
 
 
+def mode_hparams(task: Task, mode: str) -> dict:
+    """The task's hyper-parameters for `mode`: LoRA trains with its own (larger) learning rate, in both trainers."""
+    return {**task.hp, **({"lr": LORA["lr"]} if mode == "lora" else {})}
+
+
 def thinkrl_config(task: Task, *, mode: str, beta: float, num_iterations: int, seed: int, max_steps: int, out: Path) -> dict:
-    hp = {**task.hp, **({"lr": LORA["lr"]} if mode == "lora" else {})}
+    hp = mode_hparams(task, mode)
     lora = {"lora": {k: LORA[k] for k in ("r", "alpha", "dropout", "target_modules")}} if mode == "lora" else {}
     return {
         "model": {"name_or_path": str(task.model_dir), "dtype": "float32", "attn_implementation": ATTN_IMPLEMENTATION, **lora},
@@ -485,7 +490,7 @@ def summarise(kind: str, records: list[dict], arrivals: dict[int, tuple[float, f
 def run_one(contender: Contender, *, mode: str, beta: float, num_iterations: int, repeat: int, args, task: Task, env: dict,
             profile: bool) -> RunResult:
     total_steps = args.warmup + (args.profile_steps if profile else args.steps)
-    hp = {**task.hp, **({"lr": LORA["lr"]} if mode == "lora" else {})}
+    hp = mode_hparams(task, mode)
     tag = f"{task.name}_{mode}_{contender.name.replace('@', '-')}_b{beta}_mu{num_iterations}_r{repeat}{'_prof' if profile else ''}"
     run_dir = args.workdir / "runs" / tag
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -179,8 +179,13 @@ def launch_worker(command: list[str], out_dir: Path, cases: list[str]) -> dict[s
 VOLATILE = ("time/", "tokens_per_second")  # wall-clock metrics differ between any two runs
 
 
+def volatile(key: str) -> bool:
+    """A wall-clock metric: time/..., sft/time, any .../tokens_per_second."""
+    return key.startswith(VOLATILE) or key.endswith(("/time", "tokens_per_second"))
+
+
 def comparable(metrics):
-    return [{k: v for k, v in m.items() if not k.startswith(VOLATILE)} for m in metrics]
+    return [{k: v for k, v in m.items() if not volatile(k)} for m in metrics]
 
 
 def final_weights(run_dir):

@@ -83,3 +83,23 @@ def test_killed_sampling_run_resumes_with_no_duplicate_and_no_gap(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "already done" in resumed.stdout and "0 already done" not in resumed.stdout
     assert read_jsonl(output) == read_jsonl(tmp_path / "straight.jsonl")
+
+
+def test_exclude_skips_prompts_the_teacher_trained_on(tmp_path):
+    """--exclude SOURCE: prompts also in SOURCE (compared as rendered) are not sampled; the summary file counts them;
+    excluding every prompt is a one-line error."""
+    import json
+
+    from data.sources import load_prompt_dataset
+
+    first = load_prompt_dataset("synthetic:arithmetic?n=1000&seed=0", limit=6).to_list()
+    trained = tmp_path / "trained.jsonl"
+    trained.write_text("".join(json.dumps(first[i]) + "\n" for i in (0, 2, 5)))
+    args = ["--config", str(SMOKE), "--k", "1", "--limit", "6", "--keep", "all", "rollout.max_completion_length=4"]
+    result = run_sample([*args, "--exclude", str(trained), "--output", str(tmp_path / "rows.jsonl")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["prompt"] for r in read_jsonl(tmp_path / "rows.jsonl")] == [first[i]["prompt"] for i in (1, 3, 4)]
+    summary = json.loads((tmp_path / "rows.jsonl.summary.json").read_text())
+    assert summary["prompts_excluded"] == 3 and summary["prompts"] == 3 and summary["kept_rows"] == 3
+    every = run_sample([*args, "--exclude", "synthetic:arithmetic?n=1000&seed=0", "--output", str(tmp_path / "none.jsonl")])
+    assert every.returncode == 2 and "--exclude: every prompt of data.source" in every.stderr, every.stderr[-2000:]

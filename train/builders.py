@@ -22,7 +22,7 @@ from data.prompts import prepare_prompts
 from data.templates import render_prompt
 from data.traces import load_sft_rows
 from rewards import RewardCombiner, RewardSpec
-from train.checkpoint import load_checkpoint, resolve_resume, restore_rng
+from train.checkpoint import SFT_CHECKPOINTS, load_checkpoint, restore_rng, resume_point
 from train.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from train.distributed import DistInfo, all_reduce_sum
 from train.lora import adapters_disabled, add_lora
@@ -34,7 +34,7 @@ from train.preflight_checks import (
     sample_report, sample_summary,
 )
 from train.rollout import generation_model, synced_generation
-from train.sft import SFTResult, sft_stage
+from train.sft import SFTCheckpoints, SFTResult, sft_stage
 from train.tracking import RunTracker, check_output_dir, check_run_dir, make_run_dir
 
 
@@ -132,9 +132,12 @@ def load_train_and_eval(cfg: TrainConfig, tokenizer, rank: int, world: int, sour
     return train_set, dropped, eval_rows, held_out
 
 
-def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overrides: dict | None, held_out: set[str]):
+def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overrides: dict | None, held_out: set[str], *,
+               run_dir: Path, resume_from: Path | None = None, stop_signal=None):
     """The `sft` section: fine-tune `model` on prompt/completion rows before GRPO (train/sft.py). Rows whose rendered
-    prompt is in the eval set are dropped, so held-out accuracy stays held out. Returns (fine-tuned model, SFTResult)."""
+    prompt is in the eval set are dropped, so held-out accuracy stays held out. Checkpoints go to
+    <run_dir>/sft_checkpoints; `resume_from` (an SFT checkpoint) and `stop_signal` go to sft_stage (exact resume,
+    pre-emption). Returns (fine-tuned model, SFTResult)."""
     sft, data = cfg.sft, cfg.data
     try:
         rows = load_sft_rows(sft.source, split=sft.split, prompt_column=sft.prompt_column, completion_column=sft.completion_column,
@@ -160,6 +163,9 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
             dtype=cfg.model.dtype, world_size=dist_info.world_size, rank=dist_info.rank,
             offload_optimizer=cfg.deepspeed.offload_optimizer, offload_param=cfg.deepspeed.offload_param,
             ds_overrides=ds_overrides, chunk_size=cfg.optim.logprob_chunk_size, show_progress=dist_info.is_main,
+            checkpoints=SFTCheckpoints(run_dir / SFT_CHECKPOINTS, every=sft.checkpoint_every, keep_last=cfg.checkpoint.keep_last,
+                                       resume_from=resume_from),
+            stop_signal=stop_signal,
         )
     except ValueError as exc:  # no example fits sft.max_length, an empty rendered prompt
         raise ConfigError(f"sft: {sft.source}: {exc}") from None
@@ -281,64 +287,69 @@ class Run:
     sft: SFTResult | None  # the SFT stage of this run (None: no sft section, or resumed past it)
 
 
-def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Run:
-    """Validate what can only be checked at run time, build model, data, rewards and engine, resume if asked."""
+def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo, stop_signal=None) -> Run:
+    """Validate what can only be checked at run time, build model, data, rewards and engine, resume if asked.
+    `stop_signal` (collective; a signal number when pre-empted) lets the SFT stage save and stop."""
     rank, world = dist_info.rank, dist_info.world_size
     run_dir = make_run_dir(cfg.output_dir, cfg.run_name, Path(config_path).stem)
     check_output_dir(cfg.output_dir)  # writable and not full, before hours of loading
     check_run_dir(run_dir, resume=cfg.checkpoint.resume)  # another run's logs and checkpoints are never written over
     completions_per_rank = check_batch_layout(cfg, dist_info)
     ds_overrides = read_deepspeed_file(cfg)
+    checkpoint_dir, sft_checkpoint = resume_point(cfg.checkpoint.resume, run_dir, has_sft=cfg.sft is not None)
     combiner, reward_names, accuracy_reward = build_rewards(cfg)  # names resolved before anything heavy is built
-    checkpoint_dir = resolve_resume(cfg.checkpoint.resume, run_dir)
-    sources = read_sources(cfg)  # before the model loads
-
-    model, tokenizer = build_policy(cfg)
-    dataset, dropped, eval_rows, held_out = load_train_and_eval(cfg, tokenizer, rank, world, sources)
-    if cfg.rewards.preflight:  # before SFT and the engine: a data/reward mismatch stops the run in seconds
-        _preflight_gold(cfg, tokenizer, dataset, eval_rows, combiner, accuracy_reward, dist_info)
-    sft_result = None
-    if cfg.sft is not None and checkpoint_dir is None:  # a checkpoint already holds the fine-tuned weights
-        model, sft_result = cold_start(cfg, model, tokenizer, dist_info, ds_overrides, held_out)
-    sampler = PromptSampler(len(dataset), cfg.rollout.prompts_per_step // world, seed=cfg.seed, rank=rank, world_size=world)
-    if cfg.model.lora is not None:
-        model = with_lora(cfg, model)  # the reference is this model with its adapters off: no copy
-    reference = frozen_copy(model) if cfg.grpo.beta > 0 and cfg.model.lora is None else None
-    ds_config = deepspeed_config(
-        zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=cfg.optim.micro_batch_size,
-        grad_accum_steps=completions_per_rank // cfg.optim.micro_batch_size, world_size=world,
-        max_grad_norm=cfg.optim.max_grad_norm, dtype=cfg.model.dtype, offload_optimizer=cfg.deepspeed.offload_optimizer,
-        offload_param=cfg.deepspeed.offload_param, overrides=ds_overrides,
-    )
-    engine = build_engine(
-        model, ds_config, lr=cfg.optim.lr, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps,
-        weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.optim.warmup_steps,
-        total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=cfg.optim.lr_scheduler,
-    )
-    if reference is not None:
-        reference = partial(nullcontext, build_reference_engine(reference, engine, dtype=cfg.model.dtype))
-    elif cfg.grpo.beta > 0:
-        reference = partial(adapters_disabled, engine)
-    if cfg.rewards.preflight and checkpoint_dir is None:  # the policy GRPO starts from (after SFT); every rank samples
-        samples = sample_check(cfg, engine, tokenizer, dataset, combiner, engine.device)
+    try:
+        sources = read_sources(cfg)  # before the model loads
+        model, tokenizer = build_policy(cfg)
+        dataset, dropped, eval_rows, held_out = load_train_and_eval(cfg, tokenizer, rank, world, sources)
+        if cfg.rewards.preflight:  # before SFT and the engine: a data/reward mismatch stops the run in seconds
+            _preflight_gold(cfg, tokenizer, dataset, eval_rows, combiner, accuracy_reward, dist_info)
+        sft_result = None
+        if cfg.sft is not None and checkpoint_dir is None:  # a GRPO checkpoint already holds the fine-tuned weights
+            model, sft_result = cold_start(cfg, model, tokenizer, dist_info, ds_overrides, held_out, run_dir=run_dir,
+                                           resume_from=sft_checkpoint, stop_signal=stop_signal)
+        sampler = PromptSampler(len(dataset), cfg.rollout.prompts_per_step // world, seed=cfg.seed, rank=rank, world_size=world)
+        if cfg.model.lora is not None:
+            model = with_lora(cfg, model)  # the reference is this model with its adapters off: no copy
+        reference = frozen_copy(model) if cfg.grpo.beta > 0 and cfg.model.lora is None else None
+        ds_config = deepspeed_config(
+            zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=cfg.optim.micro_batch_size,
+            grad_accum_steps=completions_per_rank // cfg.optim.micro_batch_size, world_size=world,
+            max_grad_norm=cfg.optim.max_grad_norm, dtype=cfg.model.dtype, offload_optimizer=cfg.deepspeed.offload_optimizer,
+            offload_param=cfg.deepspeed.offload_param, overrides=ds_overrides,
+        )
+        engine = build_engine(
+            model, ds_config, lr=cfg.optim.lr, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps,
+            weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.optim.warmup_steps,
+            total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=cfg.optim.lr_scheduler,
+        )
+        if reference is not None:
+            reference = partial(nullcontext, build_reference_engine(reference, engine, dtype=cfg.model.dtype))
+        elif cfg.grpo.beta > 0:
+            reference = partial(adapters_disabled, engine)
+        if cfg.rewards.preflight and checkpoint_dir is None:  # the policy GRPO starts from (after SFT); every rank samples
+            samples = sample_check(cfg, engine, tokenizer, dataset, combiner, engine.device)
+            if dist_info.is_main:
+                print(f"thinkrl: preflight: {sample_summary(samples)}", flush=True)
+        torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
+        start_step, wandb_run_id = 0, None
+        if checkpoint_dir is not None:
+            state = load_checkpoint(engine, checkpoint_dir, rank=rank, world_size=world)
+            start_step, wandb_run_id = state["step"], state.get("wandb_run_id")
+            sampler.load_state_dict(state["sampler"])
+            restore_rng(state["rng"])
+        wandb_cfg = cfg.log.wandb
+        tracker = RunTracker(
+            run_dir, config_to_dict(cfg), enabled=dist_info.is_main, wandb_mode=wandb_cfg.mode, wandb_project=wandb_cfg.project,
+            wandb_entity=wandb_cfg.entity, wandb_name=wandb_cfg.name, wandb_tags=wandb_cfg.tags,
+            resume_step=start_step if checkpoint_dir is not None else None, wandb_run_id=wandb_run_id,
+        )
         if dist_info.is_main:
-            print(f"thinkrl: preflight: {sample_summary(samples)}", flush=True)
-    torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
-    start_step, wandb_run_id = 0, None
-    if checkpoint_dir is not None:
-        state = load_checkpoint(engine, checkpoint_dir, rank=rank, world_size=world)
-        start_step, wandb_run_id = state["step"], state.get("wandb_run_id")
-        sampler.load_state_dict(state["sampler"])
-        restore_rng(state["rng"])
-    wandb_cfg = cfg.log.wandb
-    tracker = RunTracker(
-        run_dir, config_to_dict(cfg), enabled=dist_info.is_main, wandb_mode=wandb_cfg.mode, wandb_project=wandb_cfg.project,
-        wandb_entity=wandb_cfg.entity, wandb_name=wandb_cfg.name, wandb_tags=wandb_cfg.tags,
-        resume_step=start_step if checkpoint_dir is not None else None, wandb_run_id=wandb_run_id,
-    )
-    if dist_info.is_main:
-        resumed = f" | resumed from {checkpoint_dir} at step {start_step}" if checkpoint_dir is not None else ""
-        print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
-              f"world size {world} | ZeRO-{engine.zero_optimization_stage()}{resumed}", flush=True)
-    return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, reward_names, accuracy_reward,
-               start_step, eval_rows, sft_result)
+            resumed = f" | resumed from {checkpoint_dir} at step {start_step}" if checkpoint_dir is not None else ""
+            print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
+                  f"world size {world} | ZeRO-{engine.zero_optimization_stage()}{resumed}", flush=True)
+        return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, reward_names, accuracy_reward,
+                   start_step, eval_rows, sft_result)
+    except BaseException:  # a bad input found later, a pre-emption during SFT: the reward workers go too
+        combiner.close()
+        raise

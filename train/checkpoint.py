@@ -1,9 +1,9 @@
 """Checkpoints that resume exactly and survive a crash mid-save.
 
-Layout under `<run_dir>/checkpoints/`:
+Layout under `<run_dir>/checkpoints/` (GRPO) and `<run_dir>/sft_checkpoints/` (the SFT stage, the same layout):
     step_00000010/            DeepSpeed state (weights, optimiser, scheduler, ZeRO shards of every rank)
         trainer_state_rank{r}.pt   step, prompt-sampler position, RNG states of rank r, W&B run id
-        COMPLETE                   written last: a directory without it is not a checkpoint
+        COMPLETE                   written last: a directory without it is not a checkpoint; {step, world_size, stage}
     latest                    name of the newest complete checkpoint, replaced atomically
 
 A checkpoint is written under `.staging_<tag>/` and renamed into place only after every rank has finished, and
@@ -33,6 +33,8 @@ from train.lora import is_lora, lora_scalings, merged_state_dict
 
 LATEST = "latest"
 COMPLETE = "COMPLETE"
+SFT_CHECKPOINTS = "sft_checkpoints"
+STAGES = ("grpo", "sft")
 
 
 class CheckpointError(RuntimeError):
@@ -64,8 +66,10 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(engine, root: Path, step: int, trainer_state: dict[str, Any], *, rank: int, world_size: int, keep_last: int) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint directory."""
+def save_checkpoint(engine, root: Path, step: int, trainer_state: dict[str, Any], *, rank: int, world_size: int, keep_last: int,
+                    stage: str = "grpo") -> Path:
+    """Collective: every rank calls it. Returns the final checkpoint directory. `stage` ("grpo" or "sft") is written
+    in the COMPLETE marker, so a resume knows which stage the checkpoint continues."""
     tag = checkpoint_tag(step)
     staging = root / f".staging_{tag}"
     final = root / tag
@@ -80,7 +84,7 @@ def save_checkpoint(engine, root: Path, step: int, trainer_state: dict[str, Any]
     barrier()
     if rank == 0:
         with _write_errors(root, staging, tag):
-            _write_atomic(staging / tag / COMPLETE, json.dumps({"step": step, "world_size": world_size}))
+            _write_atomic(staging / tag / COMPLETE, json.dumps({"step": step, "world_size": world_size, "stage": stage}))
             _remove(final)  # a checkpoint of the same step from an earlier attempt
             os.replace(staging / tag, final)
             shutil.rmtree(staging, ignore_errors=True)
@@ -150,8 +154,9 @@ def find_checkpoint(path: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int) -> dict[str, Any]:
-    """Restore DeepSpeed state into `engine` and return this rank's trainer state. Collective."""
+def read_marker(checkpoint_dir: Path) -> dict[str, Any]:
+    """The COMPLETE marker of `checkpoint_dir` ({step, world_size, stage}; checkpoints from before SFT checkpoints
+    existed have no stage and are GRPO's)."""
     marker = checkpoint_dir / COMPLETE
     if not marker.is_file():
         raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: not a complete checkpoint (no {COMPLETE} marker)")
@@ -159,6 +164,12 @@ def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int)
         saved = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: unreadable {COMPLETE} marker ({one_line(exc)})") from None
+    return {"stage": "grpo", **saved}
+
+
+def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int) -> dict[str, Any]:
+    """Restore DeepSpeed state into `engine` and return this rank's trainer state. Collective."""
+    saved = read_marker(checkpoint_dir)
     if saved.get("world_size") != world_size:
         raise CheckpointError(
             f"checkpoint.resume: {checkpoint_dir}: saved with world size {saved.get('world_size')}, now {world_size}; "
@@ -176,15 +187,27 @@ def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int)
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint that `checkpoint.resume` asks for: None for a fresh start (also `auto` with nothing saved yet)."""
+    """The checkpoint that `checkpoint.resume` asks for: None for a fresh start (also `auto` with nothing saved yet).
+    `auto` prefers the run's GRPO checkpoint and falls back to its SFT stage's (a run stopped during SFT, or after
+    it and before GRPO's first save); `read_marker(...)["stage"]` tells which one was found."""
     if resume is None:
         return None
     if resume == "auto":
-        return find_checkpoint(run_dir)
-    found = find_checkpoint(Path(resume))
+        return find_checkpoint(run_dir) or find_checkpoint(run_dir / SFT_CHECKPOINTS)
+    found = find_checkpoint(Path(resume)) or find_checkpoint(Path(resume) / SFT_CHECKPOINTS)
     if found is None:
         raise CheckpointError(f"checkpoint.resume: {resume}: no checkpoint there (no 'latest' file or {COMPLETE} marker)")
     return found
+
+
+def resume_point(resume: str | None, run_dir: Path, *, has_sft: bool) -> tuple[Path | None, Path | None]:
+    """(GRPO checkpoint, SFT-stage checkpoint) that `checkpoint.resume` asks for; at most one is not None."""
+    found = resolve_resume(resume, run_dir)
+    if found is None or read_marker(found)["stage"] == "grpo":
+        return found, None
+    if not has_sft:
+        raise CheckpointError(f"checkpoint.resume: {found} is an SFT-stage checkpoint, but the config has no sft section")
+    return None, found
 
 
 def export_policy(engine, tokenizer, out_dir: Path, *, is_main: bool, adapter_dir: Path | None = None) -> None:

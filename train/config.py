@@ -192,6 +192,10 @@ class SFTConfig(_Section):
     """Linear warmup from 0, in optimiser steps."""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "cosine"
     """Schedule after warmup."""
+    checkpoint_every: int = Field(0, ge=0)
+    """Save an SFT checkpoint (`<run_dir>/sft_checkpoints/`, checkpoint.keep_last kept) every this many SFT steps; one
+    is always saved at the end of the stage and on SIGTERM/SIGUSR1. checkpoint.resume=auto continues a run stopped
+    during SFT exactly where it stopped; 0: only at the end and on a signal."""
     lora: bool = True
     """With model.lora: train LoRA adapters in SFT too (merged into the weights before GRPO, whose own fresh adapters
     then start from, and are regularised towards, the SFT model); false: full fine-tuning in SFT, LoRA in GRPO."""

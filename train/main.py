@@ -42,7 +42,7 @@ from train.distributed import DistInfo, LauncherError, all_gather_tensor, all_re
 from train.evaluate import evaluate, metrics_from_sums
 from train.logprobs import sequence_logprobs
 from train.model import ModelLoadError
-from train.preemption import PreemptionFlag
+from train.preemption import Preempted, PreemptionFlag
 from train.report import ReportError, make_report
 from train.rollout import generate_rollouts, generation_model, synced_generation
 from train.step_metrics import step_metrics, step_samples
@@ -158,8 +158,13 @@ def held_out_eval(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict
 
 def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
     """The step loop: GRPO step -> log -> checkpoint; stops early on pre-emption or repeated non-finite updates."""
-    run = setup(cfg, config_path, dist_info)
+    # Installed before set-up: a signal during the SFT stage saves an SFT checkpoint (train/sft.py) instead of killing.
     preemption = PreemptionFlag().install()
+    try:
+        run = setup(cfg, config_path, dist_info, stop_signal=partial(preemption.agreed, dist_info.device))
+    except BaseException:
+        preemption.uninstall()
+        raise
     consecutive_skips = 0
     checkpoints = run.run_dir / "checkpoints"
     progress = tqdm(range(run.start_step + 1, cfg.max_steps + 1), desc="GRPO", initial=run.start_step, total=cfg.max_steps,
@@ -200,9 +205,7 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
                 state = {"step": step, "sampler": run.sampler.state_dict(), "rng": capture_rng(), "wandb_run_id": run.tracker.wandb_run_id}
                 save_checkpoint(run.engine, checkpoints, step, state, rank=dist_info.rank, world_size=dist_info.world_size, keep_last=cfg.checkpoint.keep_last)
             if signal_number:
-                if dist_info.is_main:
-                    print(f"thinkrl: signal {signal_number}: checkpoint saved at step {step} in {checkpoints}; exiting", flush=True)
-                raise SystemExit(128 + signal_number)
+                raise Preempted(signal_number, f"checkpoint saved at step {step} in {checkpoints}")
         if cfg.checkpoint.export_hf:
             adapter_dir = run.run_dir / "final_adapter" if cfg.model.lora is not None and cfg.model.lora.export_adapter else None
             export_policy(run.engine, run.tokenizer, run.run_dir / "final_model", is_main=dist_info.is_main, adapter_dir=adapter_dir)
@@ -254,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingAborted, DynamicSamplingLimit) as exc:
         print(f"thinkrl: stopped: {exc}", file=sys.stderr, flush=True)
         return 3
+    except Preempted as exc:
+        if dist_info.is_main:
+            print(f"thinkrl: signal {exc.signal_number}: {exc}; exiting", flush=True)
+        return 128 + exc.signal_number
     finally:
         destroy()
 

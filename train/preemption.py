@@ -15,6 +15,14 @@ import torch.distributed as dist
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+class Preempted(Exception):
+    """A stage stopped on a pre-emption signal after saving; the entry point exits with 128 + signal_number."""
+
+    def __init__(self, signal_number: int, where: str) -> None:
+        super().__init__(where)
+        self.signal_number = signal_number
+
+
 class PreemptionFlag:
     def __init__(self) -> None:
         self.signal_number: int | None = None

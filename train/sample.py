@@ -20,7 +20,9 @@ run the rows of an uninterrupted one. Progress is kept per rank in `OUTPUT.parts
 and one `{"done": INDEX}` line per finished prompt, each prompt's lines written in one call and fsynced; a run started
 again with the same arguments continues after the prompts marked done (rows of an unfinished prompt are dropped), so
 nothing is duplicated or lost. At the end rank 0 writes OUTPUT (rows sorted by prompt and sample index) and prints a
-summary: prompts, samples, kept rows, each reward's acceptance rate (score >= 1), tokens per second.
+summary: prompts, samples, kept rows, each reward's acceptance rate (score >= 1), tokens per second (also written
+to OUTPUT.summary.json). `--exclude SOURCE` (repeatable) skips prompts that appear in SOURCE, e.g. a teacher's
+training prompts.
 
 Row: prompt (as in the source: text or chat messages), completion, answer (and data.keep_columns), reward (weighted
 total), rewards {name: score}, prompt_index, sample_index, seed, model.
@@ -55,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dedup", action="store_true", help="drop repeated completion texts of a prompt")
     parser.add_argument("--limit", type=int, default=None, help="sample at most this many prompts (data.limit)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: the config's seed)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="SOURCE",
+                        help="skip prompts that also appear in SOURCE (a data.source spec; repeatable), e.g. the "
+                        "teacher's training prompts, so traces come from prompts it never trained on")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.source=questions.jsonl")
     args = parser.parse_intermixed_args(argv)
@@ -126,6 +131,25 @@ def clean_part(part: Path, done: set[int]) -> None:
     os.replace(tmp, part)
 
 
+def exclude_prompts(cfg, tokenizer, dataset, sources: list[str]):
+    """(`dataset` without the prompts that also appear in any of `sources`, how many were dropped). Prompts are
+    compared as rendered with the data section's template, as the trainer keeps eval prompts out of training."""
+    from train.builders import load_prompts, read_prompt_rows
+
+    seen: set[str] = set()
+    for source in sources:
+        rows = read_prompt_rows(cfg.data, source=source, split=cfg.data.split, limit=None, key="--exclude")
+        seen |= set(load_prompts(cfg.data, tokenizer, rows, source=source, min_prompts=0, key="--exclude")[0]["text"])
+    if not seen:
+        return dataset, 0
+    kept = dataset.filter(lambda row: row["text"] not in seen)
+    if len(kept) == 0:
+        from train.config import ConfigError
+
+        raise ConfigError(f"--exclude: every prompt of data.source={cfg.data.source} is in {', '.join(sources)}")
+    return kept, len(dataset) - len(kept)
+
+
 def sample(args: argparse.Namespace) -> dict:
     from train.builders import build_policy, build_rewards, load_prompts, read_prompt_rows
     from train.config import load_config
@@ -146,7 +170,9 @@ def sample(args: argparse.Namespace) -> dict:
     model, tokenizer = build_policy(cfg)
     model.to(dist_info.device).eval()
     dataset, dropped = load_prompts(cfg.data, tokenizer, source_rows, source=cfg.data.source, min_prompts=1, key="data.source")
-    # A prompt's index is its position among the prepared prompts (the source's order, after data.max_prompt_length).
+    dataset, excluded = exclude_prompts(cfg, tokenizer, dataset, args.exclude)
+    # A prompt's index is its position among the prepared prompts (the source's order, after data.max_prompt_length
+    # and --exclude).
     keep_columns = [c for c in dataset.column_names if c not in ("text", "prompt_ids")]
     columns = dataset.to_dict()
     num_prompts = len(dataset)
@@ -170,7 +196,7 @@ def sample(args: argparse.Namespace) -> dict:
         model_name += f"/{args.gguf_file}"
     if dist_info.is_main:
         print(f"thinkrl.sample: {num_prompts} prompts from {cfg.data.source} ({dropped} over max_prompt_length dropped; "
-              f"{len(done)} already done) | k={args.k} | keep={args.keep}{' +dedup' if args.dedup else ''} | "
+              f"{excluded} in --exclude sources skipped; {len(done)} already done) | k={args.k} | keep={args.keep}{' +dedup' if args.dedup else ''} | "
               f"world size {world} | {dist_info.device}", flush=True)
 
     tokens = kept_count = sampled = 0
@@ -226,7 +252,8 @@ def sample(args: argparse.Namespace) -> dict:
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_text("".join(json.dumps(row) + "\n" for row in ordered))
         os.replace(tmp, output)
-        summary.update(kept_rows=len(ordered), prompts_done=len(finished))
+        summary.update(kept_rows=len(ordered), prompts_done=len(finished), prompts_excluded=excluded)
+        output.with_name(output.name + ".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         rates = ", ".join(f"{name} {rate:.1%}" for name, rate in summary["acceptance_rate"].items())
         print(f"thinkrl.sample: {len(finished)}/{num_prompts} prompts done; {summary['samples_now']} samples this run, "
               f"{summary['kept_now']} kept ({args.keep}); acceptance (score >= 1): {rates}; "

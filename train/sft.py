@@ -11,6 +11,8 @@ order) is data/sft_examples.py. Here, each a plain function of plain values (onl
 * `sft_stage`: builds its own DeepSpeed engine (`train.model.build_engine` + `deepspeed_config`, its own AdamW and
   schedule: every ZeRO stage and launcher works as in GRPO), trains, and returns a fresh copy of the module with the
   trained full (unsharded) weights on every rank, free of DeepSpeed hooks, ready for the GRPO engine.
+* checkpoints (`SFTCheckpoints`): train/checkpoint.py's atomic keep-last-K layout under <run_dir>/sft_checkpoints,
+  with the step, RNG and history, so a stage stopped by SIGKILL or pre-emption continues exactly where it stopped.
 
 Batches are counted in rows: `batch_size` rows per optimiser step over all ranks (an example each without packing, a
 packed row of up to `max_length` tokens with it), `micro_batch_size` rows per forward on each rank.
@@ -22,16 +24,20 @@ import gc
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from data.sft_examples import IGNORE_INDEX, SFTBatch, block_causal_mask, build_examples, collate_rows, pack_examples, step_rows
+from train.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from train.distributed import all_reduce_sum
 from train.engine_step import optimizer_step
 from train.logprobs import lm_head_logprobs
 from train.lora import causal_lm
 from train.model import build_engine, deepspeed_config, zero_stage
+from train.preemption import Preempted
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Loss
@@ -106,6 +112,16 @@ def full_state_dict(engine) -> dict[str, torch.Tensor]:
 
 
 @dataclass
+class SFTCheckpoints:
+    """Where and when the SFT stage saves (train/checkpoint.py's atomic keep-last-K layout, stage "sft")."""
+
+    root: Path  # <run_dir>/sft_checkpoints
+    every: int  # save every this many SFT steps; 0: only at the end of the stage and on a pre-emption signal
+    keep_last: int
+    resume_from: Path | None = None  # an SFT checkpoint to continue from
+
+
+@dataclass
 class SFTResult:
     history: list[dict[str, float]]  # one dict per optimiser step: loss, num_tokens, grad_norm, skipped, lr, tokens_per_second
     metrics: dict[str, float]  # summary: sft/... (examples, dropped, rows, steps, final loss, tokens/s, time)
@@ -142,6 +158,8 @@ def sft_stage(
     ds_overrides: dict | None = None,
     chunk_size: int = 1024,
     show_progress: bool = True,
+    checkpoints: SFTCheckpoints | None = None,
+    stop_signal: Callable[[], int | None] | None = None,
 ):
     """SFT `model` on `rows` ({prompt, completion}) through its own DeepSpeed engine; returns (module, SFTResult).
 
@@ -151,6 +169,12 @@ def sft_stage(
 
     Steps: `max_steps` if given, else ceil(epochs * rows / batch_size) (rows = packed rows with `packing`). Every rank
     takes rows [rank*n, (rank+1)*n) of each step's batch_size rows (n = batch_size / world_size).
+
+    With `checkpoints`, the stage saves every `checkpoints.every` steps and at its end, and continues exactly from
+    `checkpoints.resume_from`: a step's rows are a function of (seed, step) and the checkpoint holds the engine
+    (weights, optimiser, schedule), the RNG states and the history so far, so a resumed stage logs and trains what an
+    uninterrupted one does. `stop_signal` (collective, called after every step) returns a signal number when the run
+    is pre-empted: the stage saves and raises Preempted.
     """
     if batch_size % (world_size * micro_batch_size):
         raise ValueError(f"sft batch_size={batch_size} must be divisible by world size {world_size} x "
@@ -174,8 +198,26 @@ def sft_stage(
     engine = build_engine(model, ds_config, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                           warmup_steps=warmup_steps, total_steps=steps, schedule=lr_scheduler)
     history: list[dict[str, float]] = []
+    start_step, elapsed_before = 0, 0.0
+    if checkpoints is not None and checkpoints.resume_from is not None:
+        state = load_checkpoint(engine, checkpoints.resume_from, rank=rank, world_size=world_size)
+        if state.get("total_steps") != steps:
+            raise CheckpointError(
+                f"checkpoint.resume: {checkpoints.resume_from}: saved by an SFT stage of {state.get('total_steps')} steps, "
+                f"the sft section now gives {steps}; exact resume needs the same sft section"
+            )
+        start_step, history, elapsed_before = state["step"], state["history"], state["elapsed"]
+        restore_rng(state["rng"])
     t_start = time.perf_counter()
-    progress = tqdm(range(steps), desc="SFT", disable=not (show_progress and rank == 0), dynamic_ncols=True)
+
+    def save(engine, done: int) -> Path:
+        state = {"stage": "sft", "step": done, "total_steps": steps, "history": history, "rng": capture_rng(),
+                 "elapsed": elapsed_before + time.perf_counter() - t_start}
+        return save_checkpoint(engine, checkpoints.root, done, state, rank=rank, world_size=world_size,
+                               keep_last=checkpoints.keep_last, stage="sft")
+
+    progress = tqdm(range(start_step, steps), desc="SFT", initial=start_step, total=steps,
+                    disable=not (show_progress and rank == 0), dynamic_ncols=True)
     for step in progress:
         t_step = time.perf_counter()
         indices = step_rows(len(packed), step, batch_size, seed)[rank * per_rank : (rank + 1) * per_rank]
@@ -184,7 +226,14 @@ def sft_stage(
         metrics["tokens_per_second"] = metrics["num_tokens"] / (time.perf_counter() - t_step)
         history.append(metrics)
         progress.set_postfix(loss=f"{metrics['loss']:.4f}")
-    elapsed = time.perf_counter() - t_start
+        done = step + 1
+        signal_number = stop_signal() if stop_signal is not None else None
+        if checkpoints is not None and (signal_number or done == steps or (checkpoints.every and done % checkpoints.every == 0)):
+            saved = save(engine, done)
+        if signal_number:
+            where = f"SFT checkpoint saved at SFT step {done} of {steps} in {saved.parent}" if checkpoints else "no checkpoint (SFT not checkpointed)"
+            raise Preempted(signal_number, where)
+    elapsed = elapsed_before + time.perf_counter() - t_start
 
     pristine.load_state_dict(full_state_dict(engine))
     engine.destroy()  # removes ZeRO's parameter hooks; `model` is not used again

@@ -32,7 +32,7 @@ def make_run_dir(output_dir: str, run_name: str | None, config_stem: str) -> Pat
 MIN_FREE_MIB = 64
 """Below this much free space on output_dir's filesystem a run is refused before the model loads: the first
 checkpoint or even metrics.jsonl would fail hours later (a real checkpoint needs far more; this catches a full disk)."""
-RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints", "sft_checkpoints")
 """What marks a directory as holding a run, for `check_run_dir`."""
 
 

@@ -435,6 +435,11 @@ class TrainConfig(_Section):
     """Parent of the run directory."""
     run_name: str | None = None
     """Run directory name under output_dir; default: config file stem + timestamp."""
+    ddp_timeout: int = Field(1800, gt=0)
+    """Seconds a collective may wait for the other ranks (transformers' name; torch's default, 30 min). A rank whose
+    peer hangs (a frozen node, a dropped network) exits after this long with a "lost contact" error instead of waiting
+    for ever; a peer that dies is noticed at once. Keep it above the longest gap between collectives (a checkpoint
+    save of a large model, a long generation on one rank)."""
 
     @model_validator(mode="after")
     def _batch_shapes(self) -> "TrainConfig":

@@ -7,8 +7,10 @@ Every launcher exports RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_POR
 
 from __future__ import annotations
 
+import datetime
 import gc
 import os
+import re
 import socket
 from dataclasses import dataclass
 
@@ -47,8 +49,9 @@ def _env_int(name: str) -> int:
         raise LauncherError(f"launcher environment: {name}={raw!r} is not an integer") from None
 
 
-def init_distributed(local_rank_arg: int | None = None) -> DistInfo:
-    """Initialise torch.distributed through DeepSpeed (gloo on CPU, nccl on GPU) and return this process's place."""
+def init_distributed(local_rank_arg: int | None = None, timeout_s: float = 1800) -> DistInfo:
+    """Initialise torch.distributed through DeepSpeed (gloo on CPU, nccl on GPU) and return this process's place.
+    `timeout_s` bounds every collective: a rank whose peer hangs raises after that long (see `peer_lost`)."""
     if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -75,8 +78,22 @@ def init_distributed(local_rank_arg: int | None = None) -> DistInfo:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device, backend=backend)
+
+
+# What gloo / NCCL / the c10d store raise when another rank died (its connections closed) or hung past the timeout.
+_PEER_LOST = re.compile(r"Connection (closed|reset) by peer|Broken pipe|Timed out waiting|timed out|Socket Timeout|"
+                        r"NCCL communicator was aborted|ncclRemoteError|ProcessGroupGloo|ProcessGroupNCCL|DistNetworkError|"
+                        r"connect\(\) failed|Connection refused", re.I)
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether `exc`, raised in a multi-rank run, means another rank is gone (died, hung, unreachable): torch's
+    distributed errors, and the RuntimeErrors gloo raises from a collective whose peer closed its socket."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and bool(_PEER_LOST.search(str(exc))))
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from train.builders import Run, setup
 from train.checkpoint import CheckpointError, capture_rng, export_policy, save_checkpoint
 from train.config import ConfigError, TrainConfig, load_config
 from train.dynamic_sampling import DynamicSamplingLimit, SampledGroups, fill_with_informative_groups
-from train.distributed import DistInfo, LauncherError, all_gather_tensor, all_reduce_sum, destroy, init_distributed
+from train.distributed import DistInfo, LauncherError, all_gather_tensor, all_reduce_sum, destroy, init_distributed, peer_lost
 from train.evaluate import evaluate, metrics_from_sums
 from train.logprobs import sequence_logprobs
 from train.model import ModelLoadError
@@ -227,6 +227,7 @@ def _format_eval(metrics: dict[str, float]) -> str:
 
 
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+PEER_LOST_EXIT = 4
 
 
 def _one_line(message: str) -> str:
@@ -239,20 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        dist_info = init_distributed(args.local_rank)
+        dist_info = init_distributed(args.local_rank, timeout_s=cfg.ddp_timeout)
         run_dir = train(cfg, args.config, dist_info)
         if dist_info.is_main:
             print(f"thinkrl: done; run directory {run_dir}", flush=True)
         return 0
     except (ConfigError, ModelLoadError, LauncherError, CheckpointError) as exc:
         print(f"thinkrl: error: {_one_line(str(exc))}", file=sys.stderr, flush=True)
-        return 2
-    except OSError as exc:
-        if exc.errno not in _DISK_ERRNOS:
-            raise
-        # A disk that filled up (or went read-only) mid-run, outside a checkpoint save: not a bug, so no traceback.
-        print(f"thinkrl: error: {exc.filename}: {exc.strerror}; checkpoints already saved are intact; free space and resume with "
-              "checkpoint.resume=auto", file=sys.stderr, flush=True)
         return 2
     except (TrainingAborted, DynamicSamplingLimit) as exc:
         print(f"thinkrl: stopped: {exc}", file=sys.stderr, flush=True)
@@ -261,6 +255,19 @@ def main(argv: list[str] | None = None) -> int:
         if dist_info.is_main:
             print(f"thinkrl: signal {exc.signal_number}: {exc}; exiting", flush=True)
         return 128 + exc.signal_number
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            # A disk that filled up (or went read-only) mid-run, outside a checkpoint save: not a bug, so no traceback.
+            print(f"thinkrl: error: {exc.filename}: {exc.strerror}; checkpoints already saved are intact; free space and "
+                  "resume with checkpoint.resume=auto", file=sys.stderr, flush=True)
+            return 2
+        if peer_lost(exc):
+            # A node died (its sockets closed: noticed at once) or hung past ddp_timeout: one line, never a hang.
+            print(f"thinkrl: error: rank {dist_info.rank}: lost contact with another rank (a node died, hung or left the "
+                  f"network) in a collective ({_one_line(str(exc))[:300]}); checkpoints saved so far are intact: restart "
+                  "every node with checkpoint.resume=auto", file=sys.stderr, flush=True)
+            return PEER_LOST_EXIT
+        raise
     finally:
         destroy()
 

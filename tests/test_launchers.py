@@ -190,16 +190,3 @@ def test_slurm_header():
     assert not any(line.startswith("#SBATCH") for line in lines[first_command:])
     assert "--ntasks-per-node=1" in directives
     assert any(d.startswith("--nodes=") for d in directives) and any(d.startswith("--gpus-per-node=") for d in directives)
-
-
-@pytest.mark.slow
-@pytest.mark.multiprocess
-def test_slurm_script_trains_on_one_node(tmp_path):
-    """The script's real torchrun command (c10d rendezvous, node rank from SLURM_NODEID) on a 1-node "allocation"
-    with 2 CPU ranks, trains end to end."""
-    bin_dir, env = fake_slurm(tmp_path, "localhost", torchrun=False)
-    env.update(SLURM_NNODES="1", SLURM_JOB_NODELIST="localhost", GPUS_PER_NODE="2", MASTER_PORT=str(_free_port()),
-               TORCHRUN=f"{sys.executable} -m torch.distributed.run")
-    result = run_launcher(["bash", str(SLURM_SCRIPT), str(SMOKE), *train_overrides(tmp_path, 2)],
-                          env=env, path_prepend=bin_dir)
-    assert_two_rank_run(result, tmp_path, 2)

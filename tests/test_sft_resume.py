@@ -14,7 +14,7 @@ import pytest
 
 from helpers import REPO, SMOKE, TORCHRUN, assert_same_run, comparable, read_jsonl, run_train
 
-SFT_STEPS = 120
+SFT_STEPS = 80
 SFT = ("sft={source: 'synthetic:arithmetic?n=400&seed=2&max_digits=2&ops=add', max_steps: %d, batch_size: 4, "
        "micro_batch_size: 2, lr: 1.0e-3, warmup_steps: 5, checkpoint_every: 10}" % SFT_STEPS)
 COMMON = ["--config", str(SMOKE), SFT, "eval.source=null", "max_steps=2", "rewards.preflight=false", "checkpoint.keep_last=2"]

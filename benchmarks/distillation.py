@@ -9,7 +9,7 @@ Per seed S, the README's three commands (configs/distill_student.yaml's header):
   2. traces: `python -m train.sample` from the teacher's final_model, k samples on fresh prompts with the quickstart's
      GRPO, SFT and eval prompts excluded (--exclude, read from configs/quickstart.yaml), correct ones kept, de-duplicated;
   3. student: `python -m train --config configs/distill_student.yaml sft.source=TRACES seed=S`: a model with half the
-     layers and half the width of the teacher's, SFT on the traces (held-out accuracy at step 0), then GRPO.
+     layers of the teacher's, SFT on the traces (held-out accuracy at step 0), then GRPO.
 The bar (issue 15): the student's held-out greedy accuracy after SFT >= 90% of the teacher's. Every stage's wall time
 is the whole process (imports, model build, evaluations). Writes benchmarks/results_distillation.md.
 """
@@ -117,7 +117,7 @@ def main() -> None:
 
     r0 = results[0]
     lines = [
-        "# Distillation on CPU: quickstart teacher -> correct traces -> a student half as deep and half as wide",
+        "# Distillation on CPU: quickstart teacher -> correct traces -> a student half as deep",
         "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} (UTC); machine: {os.cpu_count()} cores, "
         f"{platform.system()} {platform.release()}, CPU only; Python {platform.python_version()}",

@@ -115,8 +115,9 @@ def test_two_ranks_zero3_sft_then_grpo(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_meets_its_learning_bar(tmp_path):
-    """The README's quickstart as shipped (~4 min on 2 cores): held-out greedy accuracy after GRPO is at least twice
-    the after-SFT accuracy and at least 15 points higher (measured here: 0.295 -> 0.950, 3.22x)."""
+    """The README's quickstart as shipped (~7 min on 2 cores): held-out greedy accuracy after GRPO is at least twice
+    the after-SFT accuracy and at least 15 points higher (measured here: seed 0 0.295 -> 0.980, 3.32x; the weakest of
+    five seeds 2.32x, so another CPU's trajectory clears it too: README "Quickstart results")."""
     result = run_train(["--config", str(QUICKSTART), f"output_dir={tmp_path}", "run_name=qs"], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_jsonl(tmp_path / "qs" / "metrics.jsonl")

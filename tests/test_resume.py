@@ -34,7 +34,7 @@ COMMON = ["eval.source=null", "max_steps=6", "checkpoint.every=2", "rewards.func
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+@pytest.mark.parametrize("how", ["sigkill"])  # SIGTERM: tests/test_multinode.py (2 nodes), tests/test_sft_resume.py
 def test_killed_run_resumes_exactly(tmp_path, how):
     reference = run_train(["--config", str(SMOKE), *COMMON, f"output_dir={tmp_path}", "run_name=straight"])
     assert reference.returncode == 0, reference.stderr[-3000:]

@@ -70,8 +70,9 @@ def random_model(shape: str, dtype: torch.dtype, device: torch.device):
     return Qwen2ForCausalLM(config).to(device=device, dtype=dtype)
 
 
-def params_without_embeddings(model) -> int:
-    """Parameters a token's forward multiplies by: all but the input embedding (tied to the LM head, counted once)."""
+def parameter_count(model) -> int:
+    """Parameters, the tied embedding / LM head counted once (`parameters()` yields a shared tensor once): the FLOP
+    count of a token's forward is ~2x this, taking the lookup for free and the head's matmul as the embedding's cost."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -145,7 +146,7 @@ def main() -> None:
 
     peak = matmul_peak(device)
     model = random_model(args.shape, dtype, device)
-    n_params = params_without_embeddings(model)
+    n_params = parameter_count(model)
     gen = generation(model, device, rows=args.rows, new_tokens=args.new_tokens, repeats=args.repeats)
     upd = update(model.float() if dtype_name == "float32" else model, device, rows=args.rows, prompt_tokens=args.prompt_tokens,
                  new_tokens=args.new_tokens, micro_batch_size=args.micro_batch_size, zero_stage=args.zero_stage,

@@ -71,6 +71,15 @@ ADVERSARIAL = {  # label -> a completion
 
 # --- the command line -------------------------------------------------------------------------------------------------
 
+def child_env() -> dict[str, str]:
+    """The environment of a child run: without the pytest process's own process-group variables (an in-process test
+    may have set MASTER_PORT to a port this process still holds)."""
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
 def run_train(args, *, cwd=REPO, timeout=600, launcher=None, env=None):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):

@@ -3,20 +3,12 @@
 requirement the device image lacks and installs for the device's CPython 3.12 on x86-64 Linux; the script parses; the
 throughput script runs end to end (its CPU dry run, on a tiny model)."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from helpers import REPO
-
-
-def child_env():
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
-    return env
+from helpers import REPO, child_env
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """Rejection sampling (`python -m train.sample`, issue 15 point 1): keep rules, rows independent of sharding (2 ranks
 write what 1 rank writes), a killed run resumes with no duplicate and no gap, and the `sft:` section reads the rows."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -9,20 +8,11 @@ import time
 
 import pytest
 
-from helpers import REPO, SMOKE, TORCHRUN, read_jsonl, run_train
+from helpers import REPO, SMOKE, TORCHRUN, child_env, read_jsonl, run_train
 from train.sample import keep_samples
 
 NAN = float("nan")
 SAMPLE = ["--config", str(SMOKE), "--k", "4", "--limit", "10", "--keep", "all", "rollout.max_completion_length=24"]
-
-
-def child_env():
-    """The environment of a child run: without the pytest process's own process-group variables (an in-process test
-    may have set MASTER_PORT to a port this process still holds)."""
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    return env
 
 
 def run_sample(args, launcher=None, timeout=600):

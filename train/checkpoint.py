@@ -34,7 +34,6 @@ from train.lora import is_lora, lora_scalings, merged_state_dict
 LATEST = "latest"
 COMPLETE = "COMPLETE"
 SFT_CHECKPOINTS = "sft_checkpoints"
-STAGES = ("grpo", "sft")
 
 
 class CheckpointError(RuntimeError):

@@ -7,13 +7,12 @@ the key, raised before anything heavy is built where that is possible.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Any, TypeVar
 
 import torch
 
@@ -25,17 +24,66 @@ from rewards import RewardCombiner, RewardSpec
 from train.checkpoint import SFT_CHECKPOINTS, load_checkpoint, restore_rng, resume_point
 from train.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from train.distributed import DistInfo, all_reduce_sum
-from train.lora import adapters_disabled, add_lora
-from train.model import (
-    build_byte_tokenizer, build_engine, build_reference_engine, build_tiny_model, deepspeed_config, frozen_copy, load_pretrained,
-)
+from train.engine import Engine, EngineSpec
+from train.lora import add_lora
+from train.loss import GRPOLoss
+from train.micro_batches import MicroBatching
+from train.model import build_byte_tokenizer, build_tiny_model, load_pretrained
 from train.preflight_checks import (
     SAMPLE_GENERATIONS, SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, VERIFIED_REWARDS, GoldReport, gold_failure, gold_report, gold_summary,
     sample_report, sample_summary,
 )
-from train.rollout import generation_model, synced_generation
+from train.rollout import SamplingParams
 from train.sft import SFTCheckpoints, SFTResult, sft_stage
 from train.tracking import RunTracker, check_output_dir, check_run_dir, make_run_dir
+
+Settings = TypeVar("Settings")
+
+
+def values_from(settings: type[Settings], *sections: Any) -> Settings:
+    """The frozen dataclass `settings` (SamplingParams, GRPOLoss, MicroBatching, ...) filled from the config keys of
+    the same names, looked up in `sections` in order. This is how settings become values once, at set-up: a new
+    option is a key in train/config.py and a field in the module that gives it meaning, and nothing in between
+    passes it on by hand."""
+    values = {}
+    for field in dataclasses.fields(settings):
+        owner = next((section for section in sections if field.name in type(section).model_fields), None)
+        if owner is None:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise TypeError(f"{settings.__name__}.{field.name}: no config key of that name in the sections given")
+            continue
+        values[field.name] = getattr(owner, field.name)
+    return settings(**values)
+
+
+def sampling_params(cfg: TrainConfig) -> SamplingParams:
+    """rollout.max_completion_length, temperature, top_p, top_k as one value for every sampler of the run."""
+    return values_from(SamplingParams, cfg.rollout)
+
+
+def grpo_loss_fn(cfg: TrainConfig) -> GRPOLoss:
+    """The GRPO loss with every grpo.* option bound (and rollout.max_completion_length, dr_grpo's constant)."""
+    return values_from(GRPOLoss, cfg.grpo, cfg.rollout)
+
+
+def micro_batching(cfg: TrainConfig) -> MicroBatching:
+    """optim.micro_batch_size rows, or an optim.max_tokens_per_micro_batch token budget."""
+    return values_from(MicroBatching, cfg.optim)
+
+
+def engine_spec(cfg: TrainConfig, *, world_size: int, rows_per_rank: int, overrides: dict | None) -> EngineSpec:
+    """The GRPO engine's spec: deepspeed.*, the optim.* optimiser and schedule, `rows_per_rank` completions per step
+    in optim.micro_batch_size micro-batches. The SFT stage takes it with sft.*'s optimiser values (cold_start)."""
+    optim = cfg.optim
+    return EngineSpec(
+        zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=optim.micro_batch_size,
+        grad_accum_steps=rows_per_rank // optim.micro_batch_size, world_size=world_size,
+        max_grad_norm=optim.max_grad_norm, dtype=cfg.model.dtype, lr=optim.lr, betas=tuple(optim.adam_betas),
+        eps=optim.adam_eps, weight_decay=optim.weight_decay, warmup_steps=optim.warmup_steps,
+        total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=optim.lr_scheduler,
+        offload_optimizer=cfg.deepspeed.offload_optimizer, offload_param=cfg.deepspeed.offload_param,
+        overrides=overrides or {},
+    )
 
 
 def build_policy(cfg: TrainConfig):
@@ -154,15 +202,17 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
     if sft.batch_size % (dist_info.world_size * sft.micro_batch_size):
         raise ConfigError(f"sft.batch_size={sft.batch_size} must be divisible by the world size {dist_info.world_size} x "
                           f"sft.micro_batch_size={sft.micro_batch_size}")
+    spec = dataclasses.replace(
+        engine_spec(cfg, world_size=dist_info.world_size, rows_per_rank=sft.batch_size // dist_info.world_size,
+                    overrides=ds_overrides),
+        micro_batch_size=sft.micro_batch_size, grad_accum_steps=sft.batch_size // dist_info.world_size // sft.micro_batch_size,
+        lr=sft.lr, weight_decay=sft.weight_decay, warmup_steps=sft.warmup_steps, schedule=sft.lr_scheduler,
+    )
     try:
         model, result = sft_stage(
             model, tokenizer, rows, **render, max_length=sft.max_length, packing=sft.packing, max_steps=sft.max_steps,
-            epochs=sft.epochs, batch_size=sft.batch_size, micro_batch_size=sft.micro_batch_size, lr=sft.lr,
-            weight_decay=sft.weight_decay, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps, warmup_steps=sft.warmup_steps,
-            lr_scheduler=sft.lr_scheduler, max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, zero_stage=cfg.deepspeed.zero_stage,
-            dtype=cfg.model.dtype, world_size=dist_info.world_size, rank=dist_info.rank,
-            offload_optimizer=cfg.deepspeed.offload_optimizer, offload_param=cfg.deepspeed.offload_param,
-            ds_overrides=ds_overrides, chunk_size=cfg.optim.logprob_chunk_size, show_progress=dist_info.is_main,
+            epochs=sft.epochs, batch_size=sft.batch_size, engine_spec=spec, seed=cfg.seed, rank=dist_info.rank,
+            chunk_size=cfg.optim.logprob_chunk_size, show_progress=dist_info.is_main,
             checkpoints=SFTCheckpoints(run_dir / SFT_CHECKPOINTS, every=sft.checkpoint_every, keep_last=cfg.checkpoint.keep_last,
                                        resume_from=resume_from),
             stop_signal=stop_signal,
@@ -207,21 +257,19 @@ def gold_check(cfg: TrainConfig, tokenizer, train_set, eval_rows: dict | None, c
     return reports, gold_failure(reports, cfg.rewards.preflight_max_bad_fraction)
 
 
-def sample_check(cfg: TrainConfig, engine, tokenizer, train_set, combiner: RewardCombiner, device, *,
+def sample_check(cfg: TrainConfig, policy, tokenizer, train_set, combiner: RewardCombiner, device, *,
                  num_prompts: int = SAMPLE_PROMPTS, num_generations: int = SAMPLE_GENERATIONS,
-                 max_tokens: int = SAMPLE_MAX_TOKENS) -> list[dict]:
+                 max_tokens: int = SAMPLE_MAX_TOKENS, synced_gpus: bool = False) -> list[dict]:
     """The preflight's sample check: the first `num_prompts` training prompts, `num_generations` samples each, from
-    `engine` (a DeepSpeed engine or a plain module; under ZeRO-3 every rank must call this). Runs under its own seed
-    in a forked RNG, so the training's random streams are untouched."""
+    the HF module `policy` (in training: Engine.generation_weights(), with synced_gpus=Engine.lockstep, and every rank
+    calls this). Runs under its own seed in a forked RNG, so the training's random streams are untouched."""
     rows = train_set.select(range(min(num_prompts, len(train_set)))).to_dict()
+    sampling = sampling_params(cfg)
+    sampling = dataclasses.replace(sampling, max_completion_length=min(sampling.max_completion_length, max_tokens))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
-        with generation_model(engine, gather_zero3_params=cfg.rollout.gather_zero3_params) as policy:
-            return sample_report(
-                policy, tokenizer, rows, combiner, num_generations=num_generations,
-                max_completion_length=min(cfg.rollout.max_completion_length, max_tokens), temperature=cfg.rollout.temperature,
-                top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, device=device, synced_gpus=synced_generation(engine),
-            )
+        return sample_report(policy, tokenizer, rows, combiner, num_generations=num_generations, sampling=sampling,
+                             device=device, synced_gpus=synced_gpus)
 
 
 def _preflight_gold(cfg, tokenizer, train_set, eval_rows, combiner, accuracy_reward, dist_info: DistInfo) -> None:
@@ -268,12 +316,12 @@ def check_batch_layout(cfg: TrainConfig, dist_info: DistInfo) -> int:
 
 @dataclass
 class Run:
-    """Everything the step loop touches, built once by `setup`."""
+    """Everything the step loop touches, built once by `setup`; settings as values, not config keys."""
 
-    engine: object  # the policy's DeepSpeed engine: the one truth for ZeRO stage and device from here on
-    # beta > 0: `with reference() as model` gives the frozen initial policy (a copy on the engine's device, or with LoRA
-    # the engine itself with its adapters off); beta == 0: None
-    reference: Callable[[], ContextManager] | None
+    engine: Engine  # the policy: the one truth for ZeRO stage, device, LoRA, the weights and (beta > 0) the reference
+    sampling: SamplingParams  # rollout sampling; evaluation uses it too
+    loss: GRPOLoss  # the GRPO loss with its options bound
+    micro_batching: MicroBatching  # for the log-prob passes and the update
     tokenizer: object
     dataset: object  # training prompts with `text` and `prompt_ids` columns
     sampler: PromptSampler
@@ -311,24 +359,11 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo, stop_signal=N
         sampler = PromptSampler(len(dataset), cfg.rollout.prompts_per_step // world, seed=cfg.seed, rank=rank, world_size=world)
         if cfg.model.lora is not None:
             model = with_lora(cfg, model)  # the reference is this model with its adapters off: no copy
-        reference = frozen_copy(model) if cfg.grpo.beta > 0 and cfg.model.lora is None else None
-        ds_config = deepspeed_config(
-            zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=cfg.optim.micro_batch_size,
-            grad_accum_steps=completions_per_rank // cfg.optim.micro_batch_size, world_size=world,
-            max_grad_norm=cfg.optim.max_grad_norm, dtype=cfg.model.dtype, offload_optimizer=cfg.deepspeed.offload_optimizer,
-            offload_param=cfg.deepspeed.offload_param, overrides=ds_overrides,
-        )
-        engine = build_engine(
-            model, ds_config, lr=cfg.optim.lr, betas=cfg.optim.adam_betas, eps=cfg.optim.adam_eps,
-            weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.optim.warmup_steps,
-            total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=cfg.optim.lr_scheduler,
-        )
-        if reference is not None:
-            reference = partial(nullcontext, build_reference_engine(reference, engine, dtype=cfg.model.dtype))
-        elif cfg.grpo.beta > 0:
-            reference = partial(adapters_disabled, engine)
+        spec = engine_spec(cfg, world_size=world, rows_per_rank=completions_per_rank, overrides=ds_overrides)
+        engine = Engine.build(model, spec, with_reference=cfg.grpo.beta > 0)
         if cfg.rewards.preflight and checkpoint_dir is None:  # the policy GRPO starts from (after SFT); every rank samples
-            samples = sample_check(cfg, engine, tokenizer, dataset, combiner, engine.device)
+            with engine.generation_weights(gather=cfg.rollout.gather_zero3_params) as policy:
+                samples = sample_check(cfg, policy, tokenizer, dataset, combiner, engine.device, synced_gpus=engine.lockstep)
             if dist_info.is_main:
                 print(f"thinkrl: preflight: {sample_summary(samples)}", flush=True)
         torch.manual_seed(cfg.seed * 1000 + rank)  # sampling differs per rank, reproducible per seed
@@ -347,8 +382,8 @@ def setup(cfg: TrainConfig, config_path: str, dist_info: DistInfo, stop_signal=N
         if dist_info.is_main:
             resumed = f" | resumed from {checkpoint_dir} at step {start_step}" if checkpoint_dir is not None else ""
             print(f"thinkrl: run directory {run_dir} | {len(dataset)} prompts ({dropped} over max_prompt_length dropped) | "
-                  f"world size {world} | ZeRO-{engine.zero_optimization_stage()}{resumed}", flush=True)
-        return Run(engine, reference, tokenizer, dataset, sampler, combiner, tracker, run_dir, reward_names, accuracy_reward,
+                  f"world size {world} | ZeRO-{engine.zero_stage}{resumed}", flush=True)
+        return Run(engine, sampling_params(cfg), grpo_loss_fn(cfg), micro_batching(cfg), tokenizer, dataset, sampler, combiner, tracker, run_dir, reward_names, accuracy_reward,
                    start_step, eval_rows, sft_result)
     except BaseException:  # a bad input found later, a pre-emption during SFT: the reward workers go too
         combiner.close()

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from train.distributed import barrier
-from train.lora import is_lora, lora_scalings, merged_state_dict
 
 LATEST = "latest"
 COMPLETE = "COMPLETE"
@@ -78,7 +77,7 @@ def save_checkpoint(engine, root: Path, step: int, trainer_state: dict[str, Any]
             staging.mkdir(parents=True)
     barrier()
     with _write_errors(root, staging, tag):
-        engine.save_checkpoint(str(staging), tag=tag, save_latest=False)
+        engine.save_state(str(staging), tag)
         torch.save(trainer_state, staging / tag / f"trainer_state_rank{rank}.pt")
     barrier()
     if rank == 0:
@@ -175,7 +174,7 @@ def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int)
             "exact resume needs the same number of ranks"
         )
     try:
-        path, _ = engine.load_checkpoint(str(checkpoint_dir.parent), tag=checkpoint_dir.name, load_optimizer_states=True, load_lr_scheduler_states=True)
+        path = engine.load_state(str(checkpoint_dir.parent), checkpoint_dir.name)
         state = torch.load(checkpoint_dir / f"trainer_state_rank{rank}.pt", weights_only=False)
     except Exception as exc:  # DeepSpeed and torch raise many types on a damaged file: report them all the same way
         shape = "; it was saved for a model of another shape than model.* describes" if "size mismatch" in str(exc) else ""
@@ -210,20 +209,18 @@ def resume_point(resume: str | None, run_dir: Path, *, has_sft: bool) -> tuple[P
 
 
 def export_policy(engine, tokenizer, out_dir: Path, *, is_main: bool, adapter_dir: Path | None = None) -> None:
-    """Write the policy as an HF directory (`from_pretrained`-loadable). Collective: under ZeRO-3 every rank takes
-    part in gathering the shards. A LoRA policy is written merged (W + s·B·A, train/lora.py), a plain model that
-    needs no peft to load; with `adapter_dir`, the adapter alone too (peft's format, loadable onto the base model)."""
-    state_dict = engine._zero3_consolidated_16bit_state_dict() if engine.zero_optimization_stage() == 3 else None
+    """Write the policy (a train/engine.py Engine) as an HF directory (`from_pretrained`-loadable). Collective: under
+    ZeRO-3 every rank takes part in gathering the shards. A LoRA policy is written merged (W + s·B·A, train/lora.py), a
+    plain model that needs no peft to load; with `adapter_dir`, the adapter alone too (peft's format, loadable onto
+    the base model)."""
+    full = engine.full_state_dict(every_rank=False)  # rank 0's; None elsewhere
     if is_main:
-        module = engine.module
-        if is_lora(module):
-            full = state_dict if state_dict is not None else module.state_dict()
-            merged = merged_state_dict(full, lora_scalings(module))
-            module.get_base_model().save_pretrained(out_dir, state_dict=merged, safe_serialization=True)
+        if engine.is_lora:
+            engine.hf_module.save_pretrained(out_dir, state_dict=engine.merge_lora(full), safe_serialization=True)
             if adapter_dir is not None:
-                module.save_pretrained(adapter_dir, state_dict=full, safe_serialization=True)
+                engine.module.save_pretrained(adapter_dir, state_dict=full, safe_serialization=True)
                 tokenizer.save_pretrained(adapter_dir)
         else:
-            module.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+            engine.module.save_pretrained(out_dir, state_dict=full, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
     barrier()

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
-from train.rollout import generate_rollouts
+from train.rollout import SamplingParams, generate_rollouts
 
 if TYPE_CHECKING:
     from rewards import RewardCombiner
@@ -151,12 +151,9 @@ def evaluate(
     *,
     correct_reward: str,
     k: int,
-    max_completion_length: int,
-    temperature: float,
-    top_p: float,
+    sampling: SamplingParams,
     batch_size: int,
     device,
-    top_k: int = 0,
     seed: int = 0,
     num_samples: int = 4,
     show_progress: bool = False,
@@ -172,7 +169,8 @@ def evaluate(
         combiner: scores completions; `correct_reward` is one of its reward names, and a completion is correct when
             that reward's score is >= 1 (the trainer's `accuracy` rule).
         k: samples per prompt for pass@k / mean@k (n = k); k <= 1 skips sampling.
-        temperature, top_p, top_k: sampling settings for the k samples (the greedy pass ignores them).
+        sampling: max_completion_length for both passes; temperature, top-p and top-k for the k samples (the greedy
+            pass ignores them).
         batch_size: completions (rows) per `generate` call, for greedy and sampled passes alike.
         seed: sampling runs under `torch.random.fork_rng` seeded with this, so evaluation is reproducible and leaves
             the caller's RNG (the training sampler's) untouched. Give each rank its own seed if shards should not
@@ -193,10 +191,8 @@ def evaluate(
         if len(values) != len(prompts):
             raise ValueError(f"column {name!r} has {len(values)} values for {len(prompts)} prompts")
     device = torch.device(device)
-    generation_kwargs = dict(
-        max_completion_length=max_completion_length, temperature=temperature, top_p=top_p, top_k=top_k, device=device,
-        synced_gpus=synced_gpus, batch_size=batch_size, show_progress=show_progress,
-    )
+    generation_kwargs = dict(sampling=sampling, device=device, synced_gpus=synced_gpus, batch_size=batch_size,
+                             show_progress=show_progress)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         texts, lengths, truncated = _generate(model, tokenizer, prompt_ids, greedy=True, num_generations=1,
@@ -267,7 +263,7 @@ def _check_model_dir(path: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Load config, model, data and rewards as the trainer does, evaluate, print a table; returns the JSON record."""
-    from train.builders import build_rewards, load_prompts, read_prompt_rows
+    from train.builders import build_rewards, load_prompts, read_prompt_rows, sampling_params
     from train.config import load_config
     from train.model import load_pretrained
 
@@ -292,8 +288,7 @@ def run(args: argparse.Namespace) -> dict:
     with combiner:
         result = evaluate(
             model, tokenizer, prompt_ids, prompts, rows, combiner, correct_reward=correct_reward, k=k,
-            max_completion_length=cfg.rollout.max_completion_length, temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, batch_size=args.batch_size, device=device,
+            sampling=sampling_params(cfg), batch_size=args.batch_size, device=device,
             seed=seed, num_samples=args.num_samples,
             show_progress=args.progress,
         )

@@ -21,11 +21,13 @@ caches with sliding-window layers take the plain single forward.
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from train.lora import causal_lm
+if TYPE_CHECKING:
+    from train.micro_batches import MicroBatching
 
 
 # One chunk's logits hold at most this many float32 elements (128 MiB), whatever the vocabulary: the chunk's token
@@ -59,18 +61,13 @@ def _checkpointing(hf_model) -> bool:
     return bool(getattr(hf_model, name, False))
 
 
-def _zero3_partitioned(hf_model) -> bool:
-    """Whether DeepSpeed ZeRO-3 shards the parameters. Every decoder forward then all-gathers them, a collective, so
-    all ranks must make the same number of forwards; whether prompts are shared, and whether L = 1, differ per rank."""
-    first = next(hf_model.parameters(), None)
-    return first is not None and hasattr(first, "ds_id")
-
-
-def _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width: int) -> torch.Tensor | None:
+def _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width: int, *, sharded: bool) -> torch.Tensor | None:
     """Hidden states [N, L, H] that predict the L completion tokens, with each distinct prompt run once (module
-    docstring); None where the plain forward is to be used instead."""
+    docstring); None where the plain forward is to be used instead. `sharded` (ZeRO-3, Engine.sharded): every decoder
+    forward all-gathers the parameters, a collective, so all ranks must make the same number of forwards; whether
+    prompts are shared, and whether L = 1, differ per rank, so the plain forward is used."""
     prompt_width = input_ids.shape[1] - width
-    if prompt_width < 1 or _checkpointing(hf_model) or _zero3_partitioned(hf_model):
+    if prompt_width < 1 or _checkpointing(hf_model) or sharded:
         return None
     prompt_ids, prompt_mask = input_ids[:, :prompt_width], attention_mask[:, :prompt_width]
     _, group = torch.unique(torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1), dim=0, return_inverse=True)
@@ -141,17 +138,18 @@ def chunk_tokens(chunk_size: int, vocab_size: int, num_tokens: int) -> int:
 
 
 def lm_head_logprobs(
-    hf_model, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float, chunk_size: int, with_entropy: bool = True
+    hf_model, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float, chunk_size: int, with_entropy: bool = True,
+    sharded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one chunked LM head, for GRPO and SFT alike: hidden [K, H] predicting targets [K] -> (log p(target) [K],
     entropy [K] detached, or None without `with_entropy`), float32.
 
     Chunks of `chunk_tokens(chunk_size, V, K)` rows (capped by MAX_CHUNK_LOGITS); under autograd each chunk runs under
-    activation checkpointing, so its [C, V] logits are freed after the forward and recomputed in the backward."""
+    activation checkpointing, so its [C, V] logits are freed after the forward and recomputed in the backward.
+    `sharded`: the parameters are ZeRO-3 shards (Engine.sharded), so every rank makes the same number of head calls."""
     lm_head = hf_model.get_output_embeddings()
     vocab_size = getattr(lm_head, "out_features", None) or hf_model.config.vocab_size  # ZeRO-3 empties .weight
     num_tokens = targets.numel()
-    sharded = _zero3_partitioned(hf_model)
     if num_tokens == 0 and not sharded:
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty, (empty if with_entropy else None)
@@ -180,24 +178,24 @@ def lm_head_logprobs(
 
 
 def completion_logprobs(
-    model: torch.nn.Module,
+    hf_model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     completion_length: int,
     *,
     temperature: float,
     chunk_size: int,
+    sharded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob and entropy of every completion token.
 
-    model: an HF causal LM (or a DeepSpeed engine around one). input_ids, attention_mask: [N, P+L], prompt left-padded,
+    hf_model: a transformers causal LM (Engine.hf_module; `sharded` = Engine.sharded). input_ids, attention_mask: [N, P+L], prompt left-padded,
     completion in the last L = completion_length columns. Logits are divided by `temperature`, matching the sampler.
     Returns (logprobs [N, L] with grad when enabled, entropy [N, L] detached).
     """
-    hf_model = causal_lm(getattr(model, "module", model))
     decoder = hf_model.get_decoder()
     num_rows, width = input_ids.shape[0], completion_length
-    hidden = _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width)
+    hidden = _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width, sharded=sharded)
     if hidden is None:
         hidden = decoder(
             input_ids=input_ids,
@@ -209,20 +207,20 @@ def completion_logprobs(
         hidden = hidden[:, -width - 1 : -1, :]
     hidden = hidden.reshape(num_rows * width, -1)  # [N*L, H]
     targets = input_ids[:, -width:].reshape(-1)  # [N*L]
-    logprobs, entropy = lm_head_logprobs(hf_model, hidden, targets, temperature=temperature, chunk_size=chunk_size)
+    logprobs, entropy = lm_head_logprobs(hf_model, hidden, targets, temperature=temperature, chunk_size=chunk_size,
+                                         sharded=sharded)
     return logprobs.view(num_rows, width), entropy.view(num_rows, width)
 
 
 @torch.no_grad()
-def sequence_logprobs(model, input_ids, attention_mask, completion_length: int, *, micro_batch_size: int, temperature: float,
-                      chunk_size: int, max_tokens_per_micro_batch: int | None = None) -> torch.Tensor:
-    """[N, L] log-probs under `model` without grad (old policy or reference), in micro-batches of `micro_batch_size`
-    rows or, with `max_tokens_per_micro_batch`, of a token budget (train/micro_batches.py; collective then). Each
-    micro-batch is trimmed to its own widths; positions past a row's completion (padding) get 0."""
-    from train.micro_batches import micro_batch_plan, padding_bounds
+def sequence_logprobs(hf_model, input_ids, attention_mask, completion_length: int, *, micro_batching: "MicroBatching",
+                      temperature: float, chunk_size: int, sharded: bool = False) -> torch.Tensor:
+    """[N, L] log-probs under `hf_model` without grad (old policy or reference), in `micro_batching`'s micro-batches
+    (a row count or a token budget, train/micro_batches.py; collective with a budget). Each micro-batch is trimmed
+    to its own widths; positions past a row's completion (padding) get 0."""
+    from train.micro_batches import padding_bounds
 
-    completion_attention = attention_mask[:, -completion_length:]
-    plan = micro_batch_plan(attention_mask, completion_attention, micro_batch_size=micro_batch_size, max_tokens=max_tokens_per_micro_batch)
+    plan = micro_batching.plan(attention_mask, attention_mask[:, -completion_length:])
     out = torch.zeros(input_ids.shape[0], completion_length, dtype=torch.float32, device=input_ids.device)
     prompt_width = input_ids.shape[1] - completion_length
     for rows in plan:
@@ -230,8 +228,8 @@ def sequence_logprobs(model, input_ids, attention_mask, completion_length: int, 
         ids, mask = input_ids[index], attention_mask[index]
         first, keep = padding_bounds(mask[:, :prompt_width], mask[:, prompt_width:])
         logprobs, _ = completion_logprobs(
-            model, ids[:, first : prompt_width + keep], mask[:, first : prompt_width + keep], keep,
-            temperature=temperature, chunk_size=chunk_size,
+            hf_model, ids[:, first : prompt_width + keep], mask[:, first : prompt_width + keep], keep,
+            temperature=temperature, chunk_size=chunk_size, sharded=sharded,
         )
         out[index, :keep] = logprobs.float()
     return out

@@ -1,4 +1,4 @@
-r"""GRPO clipped-surrogate policy loss: a pure tensor function, no model, no config.
+r"""GRPO clipped-surrogate policy loss: a pure tensor function, no model, no config (and `GRPOLoss`, its options bound).
 
 Per completion token t of completion o_i (DeepSeekMath arXiv:2402.03300 eq. 3, with DAPO's asymmetric "clip-higher",
 arXiv:2503.14476 §3.1):
@@ -29,6 +29,8 @@ Reference implementation: TRL `trl/trainer/grpo_trainer.py::GRPOTrainer._compute
 the normalisers are passed in, global over the optimiser step, so that the SUM of this loss over micro-batches and
 data-parallel ranks is exactly the big-batch loss (except bnpo, which is per-micro-batch by definition).
 """
+
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
@@ -180,3 +182,29 @@ def grpo_loss(
             metrics["kl"] = token_mean(kl)
         metrics = {k: v.detach() for k, v in metrics.items()}
     return loss, metrics
+
+
+@dataclass(frozen=True)
+class GRPOLoss:
+    """grpo_loss with its options bound: built once from the config (the builders fill every field from the config
+    section of the same name's keys, train/builders.py `values_from`), called per micro-batch with the step's counts.
+    A new loss option is a field here and a key in train/config.py's GRPOConfig; nothing in between passes it on."""
+
+    loss_type: str
+    epsilon: float
+    epsilon_high: float
+    beta: float
+    max_completion_length: int
+    importance_sampling_level: str
+    use_bias_correction_kl: bool
+
+    def __call__(self, logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | None, advantages: Tensor,
+                 completion_mask: Tensor, *, step_tokens: float, num_sequences: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one micro-batch; `step_tokens` and `num_sequences` count the whole optimiser step on all ranks
+        (train/update.py's step_normalisers)."""
+        micro_batch_tokens = float(completion_mask.sum().item())
+        return grpo_loss(
+            logprobs, old_logprobs, ref_logprobs, advantages, completion_mask, **asdict(self),
+            num_tokens=token_normaliser(self.loss_type, step_tokens=step_tokens, micro_batch_tokens=micro_batch_tokens),
+            num_sequences=num_sequences,
+        )

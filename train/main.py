@@ -44,7 +44,7 @@ from train.logprobs import sequence_logprobs
 from train.model import ModelLoadError
 from train.preemption import Preempted, PreemptionFlag
 from train.report import ReportError, make_report
-from train.rollout import generate_rollouts, generation_model, synced_generation
+from train.rollout import generate_rollouts
 from train.step_metrics import step_metrics, step_samples
 from train.update import policy_update
 
@@ -66,12 +66,9 @@ def sample_groups(run: Run, cfg: TrainConfig, seconds: dict[str, float]) -> Samp
     t_start = time.perf_counter()
     rows = run.dataset.select(run.sampler.next_indices()).to_dict()
     prompt_texts, prompt_ids = rows.pop("text"), rows.pop("prompt_ids")
-    with generation_model(run.engine, gather_zero3_params=cfg.rollout.gather_zero3_params) as policy:
-        rollout = generate_rollouts(
-            policy, run.tokenizer, prompt_ids, num_generations=cfg.rollout.num_generations,
-            max_completion_length=cfg.rollout.max_completion_length, temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, device=run.engine.device, synced_gpus=synced_generation(run.engine),
-        )
+    with run.engine.generation_weights(gather=cfg.rollout.gather_zero3_params) as policy:
+        rollout = generate_rollouts(policy, run.tokenizer, prompt_ids, num_generations=cfg.rollout.num_generations,
+                                    sampling=run.sampling, device=run.engine.device, synced_gpus=run.engine.lockstep)
     t_rollout = time.perf_counter()
     columns = {name: rollout.per_completion(values) for name, values in rows.items()}
     columns["completion_length"] = rollout.completion_lengths.tolist()
@@ -104,28 +101,24 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
     advantages = group_advantages(all_rewards, rollout.group_size, scale=cfg.grpo.scale_rewards, valid=all_kept)[mine]
     kept = all_kept[mine]
     t_update = time.perf_counter()
-    logprob_kwargs = dict(micro_batch_size=cfg.optim.micro_batch_size, temperature=cfg.rollout.temperature,
-                          chunk_size=cfg.optim.logprob_chunk_size, max_tokens_per_micro_batch=cfg.optim.max_tokens_per_micro_batch)
-    L = rollout.completion_mask.shape[1]
+    logprobs_of = partial(sequence_logprobs, input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                          completion_length=rollout.completion_mask.shape[1], micro_batching=run.micro_batching,
+                          temperature=run.sampling.temperature, chunk_size=cfg.optim.logprob_chunk_size,
+                          sharded=run.engine.sharded)
     batch = TrainBatch(
         input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
         completion_mask=rollout.completion_mask.float() * kept.to(rollout.completion_mask.device).unsqueeze(1),
         advantages=advantages.to(run.engine.device),
-        old_logprobs=sequence_logprobs(run.engine, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs) if cfg.grpo.num_iterations > 1 else None,
+        old_logprobs=logprobs_of(run.engine.hf_module) if cfg.grpo.num_iterations > 1 else None,
         ref_logprobs=None,
     )
-    if run.reference is not None:
-        with run.reference() as reference:
-            batch.ref_logprobs = sequence_logprobs(reference, rollout.input_ids, rollout.attention_mask, L, **logprob_kwargs)
+    if run.engine.has_reference:  # beta > 0
+        with run.engine.reference() as reference:
+            batch.ref_logprobs = logprobs_of(reference)
     skipped = 0
     for _ in range(cfg.grpo.num_iterations):
-        update = policy_update(
-            run.engine, batch, micro_batch_size=cfg.optim.micro_batch_size, world_size=dist_info.world_size,
-            temperature=cfg.rollout.temperature, logprob_chunk_size=cfg.optim.logprob_chunk_size, loss_type=cfg.grpo.loss_type,
-            epsilon=cfg.grpo.epsilon, epsilon_high=cfg.grpo.epsilon_high, beta=cfg.grpo.beta,
-            max_completion_length=cfg.rollout.max_completion_length, importance_sampling_level=cfg.grpo.importance_sampling_level,
-            use_bias_correction_kl=cfg.grpo.use_bias_correction_kl, max_tokens_per_micro_batch=cfg.optim.max_tokens_per_micro_batch,
-        )
+        update = policy_update(run.engine, batch, loss=run.loss, micro_batching=run.micro_batching,
+                               temperature=run.sampling.temperature, logprob_chunk_size=cfg.optim.logprob_chunk_size)
         skipped += int(update.pop("skipped"))
     t_end = time.perf_counter()
     metrics = step_metrics(
@@ -140,13 +133,12 @@ def held_out_eval(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict
     """Greedy pass@1 and sampled pass@k on the held-out set. Each rank evaluates its shard; sums are all-reduced,
     so the metrics are exactly those of one process evaluating every prompt (train/evaluate.py)."""
     columns = {name: values for name, values in run.eval_rows.items() if name not in ("text", "prompt_ids")}
-    with generation_model(run.engine, gather_zero3_params=cfg.rollout.gather_zero3_params) as policy:
+    with run.engine.generation_weights(gather=cfg.rollout.gather_zero3_params) as policy:
         result = evaluate(
             policy, run.tokenizer, run.eval_rows["prompt_ids"], run.eval_rows["text"], columns, run.combiner,
-            correct_reward=run.accuracy_reward, k=cfg.eval.k, max_completion_length=cfg.rollout.max_completion_length,
-            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-            batch_size=cfg.eval.batch_size, device=run.engine.device, seed=cfg.seed + dist_info.rank,
-            num_samples=cfg.log.num_samples, show_progress=dist_info.is_main, synced_gpus=synced_generation(run.engine),
+            correct_reward=run.accuracy_reward, k=cfg.eval.k, sampling=run.sampling, batch_size=cfg.eval.batch_size,
+            device=run.engine.device, seed=cfg.seed + dist_info.rank, num_samples=cfg.log.num_samples,
+            show_progress=dist_info.is_main, synced_gpus=run.engine.lockstep,
         )
     keys = sorted(result.sums)
     counts = [result.num_prompts, result.num_not_applicable]

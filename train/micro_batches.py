@@ -7,13 +7,15 @@ own widths, TrainBatch.trimmed) stays within the budget. Short completions then 
 to itself, instead of every micro-batch being as wide as the longest completion of the step.
 
 Every rank must make the same number of forwards and backwards (DeepSpeed's ZeRO collectives, and the gradient
-accumulation boundary, which train/engine_step.py sets at the last micro-batch): the count is the maximum over ranks,
+accumulation boundary, which Engine.optimizer_step in train/engine.py sets at the last micro-batch): the count is the maximum over ranks,
 and a rank that needs fewer splits its largest micro-batches until it has as many. The update stays the big-batch
 update whatever the partition, because the loss is normalised by the step's token count, not per micro-batch
 (train/update.py; tests/test_equivalence.py checks it).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -85,3 +87,18 @@ def micro_batch_plan(attention_mask: torch.Tensor, completion_mask: torch.Tensor
     plan = token_budget_plan(prompt_lengths, completion_lengths, max_tokens)
     count = int(all_reduce_max(torch.tensor([len(plan)], dtype=torch.float64, device=attention_mask.device)).item())
     return split_to_count(plan, count, prompt_lengths, completion_lengths)
+
+
+@dataclass(frozen=True)
+class MicroBatching:
+    """How a step's rows are cut into micro-batches: `micro_batch_size` rows at a time, or with
+    `max_tokens_per_micro_batch` a token budget (the optim.* keys of the same names). Built once from the config, used
+    by the log-prob and update passes alike."""
+
+    micro_batch_size: int
+    max_tokens_per_micro_batch: int | None = None
+
+    def plan(self, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
+        """Row indices per micro-batch (micro_batch_plan); collective with a token budget."""
+        return micro_batch_plan(attention_mask, completion_mask, micro_batch_size=self.micro_batch_size,
+                                max_tokens=self.max_tokens_per_micro_batch)

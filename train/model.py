@@ -1,4 +1,4 @@
-"""Policy/reference models, tokenizers and the DeepSpeed engine.
+"""Policy/reference models and tokenizers (the DeepSpeed engine around them is train/engine.py).
 
 Three sources of a model: a local HF directory (`AutoModelForCausalLM` + `AutoTokenizer`); a GGUF file (llama.cpp's
 format), which transformers dequantises on load (`gguf_file=`, needs the `gguf` package); or a tiny random-init model
@@ -13,15 +13,11 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
-import math
 from pathlib import Path
-from typing import Any
-
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
-from train.optim import GuardedAdamW
 
 # Reasoning tags become single tokens so a tiny byte-level model can emit them in one step.
 REASONING_TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
@@ -210,128 +206,3 @@ def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     reference.requires_grad_(False)
     reference.eval()
     return reference
-
-
-def deepspeed_config(
-    *,
-    zero_stage: int,
-    micro_batch_size: int,
-    grad_accum_steps: int,
-    world_size: int,
-    max_grad_norm: float,
-    dtype: str,
-    offload_optimizer: bool,
-    offload_param: bool,
-    overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The DeepSpeed JSON for the policy. Batch sizes always come from thinkrl's config, so they cannot disagree."""
-    zero: dict[str, Any] = {"stage": zero_stage}
-    if offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
-    if offload_param:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
-    if zero_stage == 3:
-        # Collect a parameter's gather no earlier than needed; defaults are tuned for billion-parameter models.
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-    config: dict[str, Any] = {
-        "zero_optimization": zero,
-        "gradient_clipping": max_grad_norm,
-        "bf16": {"enabled": dtype == "bfloat16"},
-        "fp16": {"enabled": dtype == "float16"},
-        # We hand DeepSpeed a torch.optim.AdamW; with offload it would otherwise insist on its C++ CPUAdam.
-        "zero_force_ds_cpu_optimizer": False,
-        # DeepSpeed checks the optimizer's exact type against its list (torch AdamW is on it, a subclass is not);
-        # train/optim.py's GuardedAdamW is an AdamW whose step() may skip, which every ZeRO stage calls the same way.
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    for key, value in (overrides or {}).items():
-        config[key] = value
-    config["train_micro_batch_size_per_gpu"] = micro_batch_size
-    config["gradient_accumulation_steps"] = grad_accum_steps
-    config["train_batch_size"] = micro_batch_size * grad_accum_steps * world_size
-    return config
-
-
-def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Multiplier of the peak LR at optimiser step `step`: linear warmup, then constant / linear / cosine decay to 0."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if schedule == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_engine(
-    model: PreTrainedModel,
-    ds_config: dict[str, Any],
-    *,
-    lr: float,
-    betas: tuple[float, float],
-    eps: float,
-    weight_decay: float,
-    warmup_steps: int,
-    total_steps: int,
-    schedule: str,
-):
-    """deepspeed.initialize with a torch AdamW (DeepSpeed's own CPU Adam compiles C++ on first use: ~100 s on CPU)."""
-    import deepspeed
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = GuardedAdamW(trainable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_lambda(step, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule)
-    )
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
-    _run_zero_forward_bookkeeping_on_decoder(engine)
-    return engine
-
-
-def _run_zero_forward_bookkeeping_on_decoder(engine) -> None:
-    """Make a direct call of the decoder do the ZeRO bookkeeping that `engine.forward` does at every forward.
-
-    train/logprobs.py calls `module.get_decoder()` and the LM head itself (to apply the head in chunks), so
-    `engine.forward` never runs. But that is where DeepSpeed (0.17+) calls `optimizer.clear_backward_seen_flag()`, and
-    ZeRO-3 advances its micro-step counter there: without it every micro-batch's gradient partition is *copied* over
-    the previous one instead of added, and with gradient accumulation only the last micro-batch's gradient is kept
-    (grad norm and update silently wrong; tests/test_equivalence.py catches it). The flag is idempotent (a second call
-    in the same forward does nothing), so a call through `engine(...)` that also reaches the decoder stays correct.
-    """
-    from deepspeed.runtime.base_optimizer import ZeROOptimizer
-
-    optimizer = engine.optimizer
-    if not isinstance(optimizer, ZeROOptimizer):
-        return
-    engine.module.get_decoder().register_forward_pre_hook(lambda module, args: optimizer.clear_backward_seen_flag())
-
-
-def zero_stage(engine) -> int:
-    """The ZeRO stage, asked of the DeepSpeed engine itself (0 for a plain module): once the engine exists it is the
-    one truth for the stage, as it is for the device (`engine.device`)."""
-    return engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else 0
-
-
-def build_reference_engine(reference: PreTrainedModel, policy_engine, *, dtype: str):
-    """The reference model placed like the policy: under ZeRO-3 sharded too (inference only, no optimizer); under
-    ZeRO 0-2 a plain module moved to the policy engine's device (DeepSpeed moved the policy there, not this copy:
-    left on the CPU, a GPU run with beta > 0 failed at its first reference forward)."""
-    if zero_stage(policy_engine) != 3:
-        return reference.to(policy_engine.device)
-    import deepspeed
-
-    world_size = policy_engine.world_size
-    config = {
-        "zero_optimization": {"stage": 3},
-        "bf16": {"enabled": dtype == "bfloat16"},
-        "fp16": {"enabled": dtype == "float16"},
-        "train_micro_batch_size_per_gpu": 1,
-        "train_batch_size": world_size,
-        "steps_per_print": 10**9,
-    }
-    engine, *_ = deepspeed.initialize(model=reference, config=config)
-    engine.eval()
-    return engine

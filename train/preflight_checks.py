@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from train.rollout import generate_rollouts
+from train.rollout import SamplingParams, generate_rollouts
 
 THINK_OPEN = "<think>"
 REASONING_PLACEHOLDER = "reasoning"  # the think block of a gold that carries no reasoning of its own
@@ -215,13 +215,12 @@ def gold_summary(reports: list[GoldReport]) -> str:
 
 
 @torch.no_grad()
-def sample_report(model, tokenizer, rows: dict[str, list], combiner, *, num_generations: int, max_completion_length: int,
-                  temperature: float, top_p: float, top_k: int, device, synced_gpus: bool = False) -> list[dict]:
+def sample_report(model, tokenizer, rows: dict[str, list], combiner, *, num_generations: int, sampling: SamplingParams,
+                  device, synced_gpus: bool = False) -> list[dict]:
     """Sample `num_generations` completions for each of the B prompts of `rows` (columns as in `gold_report`, plus
     `prompt_ids`) and score them as training does. Returns [B*G] {prompt, completion, truncated, scores: {reward: score}}."""
-    rollout = generate_rollouts(model, tokenizer, rows["prompt_ids"], num_generations=num_generations,
-                                max_completion_length=max_completion_length, temperature=temperature, top_p=top_p,
-                                top_k=top_k, device=device, synced_gpus=synced_gpus)
+    rollout = generate_rollouts(model, tokenizer, rows["prompt_ids"], num_generations=num_generations, sampling=sampling,
+                                device=device, synced_gpus=synced_gpus)
     prompts = rollout.per_completion(rows["text"])
     columns = {name: rollout.per_completion(values) for name, values in rows.items() if name not in ("text", "prompt_ids")}
     columns["completion_length"] = rollout.completion_lengths.tolist()

@@ -14,15 +14,13 @@ Two samplers give the same distribution (temperature, then top-k, then top-p, th
 
 from __future__ import annotations
 
-import contextlib
 import inspect
+from dataclasses import dataclass
 
 import torch
 
 from train.batch import RolloutBatch
 from train.logprobs import position_ids_from_mask
-from train.lora import causal_lm
-from train.model import zero_stage
 
 # generation_config fields with which HF `generate` changes the sampling distribution beyond temperature/top-k/top-p
 # (which we always pass explicitly) or decodes differently (beams), each with the values that leave it inactive. A
@@ -38,30 +36,15 @@ _NEUTRAL_GENERATION_SETTINGS = {
 }
 
 
-def synced_generation(engine) -> bool:
-    """Whether ranks must generate in lock-step (`synced_gpus`): ZeRO-3 with more than one rank, whether or not the
-    weights are gathered. Gathered or not, a rank that finishes early must keep joining the collectives of the others
-    (a forward's per-layer gathers, or DeepSpeed's hooks on re-entry), or a run deadlocks (tests/test_distributed.py)."""
-    return zero_stage(engine) == 3 and getattr(engine, "world_size", 1) > 1
+@dataclass(frozen=True)
+class SamplingParams:
+    """How completions are sampled (rollout.* keys of the same names): built once from the config, passed as one value
+    to rollouts, evaluation, the preflight and `thinkrl sample`."""
 
-
-@contextlib.contextmanager
-def generation_model(engine, *, gather_zero3_params: bool):
-    """The HF module to sample from.
-
-    Under ZeRO-3 each rank holds a shard of every weight. Gathering them per forward would cost one all-gather per
-    layer per generated token, so (like TRL's `unwrap_model_for_generation`) we gather the full weights once for the
-    whole rollout and detach DeepSpeed's fetch hooks meanwhile. With gather disabled, each forward gathers per layer.
-    Either way ranks generate in lock-step (`synced_generation`).
-    """
-    module = causal_lm(getattr(engine, "module", engine))  # a LoRA model samples through its base, adapters active
-    if zero_stage(engine) == 3 and gather_zero3_params:
-        from deepspeed.runtime.zero import unwrap_model_for_generation
-
-        with unwrap_model_for_generation(engine):
-            yield module
-    else:
-        yield module
+    max_completion_length: int
+    temperature: float
+    top_p: float
+    top_k: int  # 0: no top-k filter
 
 
 def _completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,18 +197,19 @@ def generate_rollouts(
     prompt_ids: list[list[int]],
     *,
     num_generations: int,
-    max_completion_length: int,
-    temperature: float,
-    top_p: float,
-    top_k: int,
+    sampling: SamplingParams,
     device: torch.device,
     synced_gpus: bool = False,
     do_sample: bool = True,
 ) -> RolloutBatch:
-    """Sample `num_generations` completions for each of the B prompts (group-major rows, N = B*G).
+    """Sample `num_generations` completions for each of the B prompts (group-major rows, N = B*G), at most
+    `sampling.max_completion_length` tokens each.
 
     prompt_ids: [B] token ids of the prompts, as `data.prompts.prepare_prompts` made them (the one tokenisation).
-    do_sample: False decodes greedily (evaluation); the sampling arguments are then ignored."""
+    synced_gpus: ranks decode in lock-step (Engine.lockstep). do_sample: False decodes greedily (evaluation); the
+    temperature, top-p and top-k are then ignored."""
+    max_completion_length, temperature, top_p, top_k = (
+        sampling.max_completion_length, sampling.temperature, sampling.top_p, sampling.top_k)
     unique_ids, unique_mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)  # [B, P]
     prompt_ids_rows = unique_ids.repeat_interleave(num_generations, dim=0)  # [N, P]
     prompt_mask = unique_mask.repeat_interleave(num_generations, dim=0)  # [N, P]

@@ -151,7 +151,7 @@ def exclude_prompts(cfg, tokenizer, dataset, sources: list[str]):
 
 
 def sample(args: argparse.Namespace) -> dict:
-    from train.builders import build_policy, build_rewards, load_prompts, read_prompt_rows
+    from train.builders import build_policy, build_rewards, load_prompts, read_prompt_rows, sampling_params
     from train.config import load_config
     from train.distributed import all_reduce_sum, barrier, init_distributed
     from train.rollout import generate_rollouts
@@ -202,16 +202,13 @@ def sample(args: argparse.Namespace) -> dict:
     tokens = kept_count = sampled = 0
     accepted = {name: 0 for name in reward_names}
     start = time.perf_counter()
-    rollout = cfg.rollout
+    sampling = sampling_params(cfg)
     with combiner, open(my_part, "a") as sink:
         progress = tqdm(todo, desc="sample", disable=not dist_info.is_main, dynamic_ncols=True, unit="prompt")
         for index in progress:
             torch.manual_seed(seed * SEED_STRIDE + index)
-            batch = generate_rollouts(
-                model, tokenizer, [columns["prompt_ids"][index]], num_generations=args.k,
-                max_completion_length=rollout.max_completion_length, temperature=rollout.temperature, top_p=rollout.top_p,
-                top_k=rollout.top_k, device=dist_info.device,
-            )
+            batch = generate_rollouts(model, tokenizer, [columns["prompt_ids"][index]], num_generations=args.k,
+                                      sampling=sampling, device=dist_info.device)
             row_columns = {name: [columns[name][index]] * args.k for name in keep_columns}
             row_columns["completion_length"] = batch.completion_lengths.tolist()
             scored = combiner(batch.completion_texts, [columns["text"][index]] * args.k, row_columns)

@@ -7,10 +7,10 @@ order) is data/sft_examples.py. Here, each a plain function of plain values (onl
 * `sft_loss`: summed negative log-likelihood of the completion tokens divided by an explicit `num_tokens`, the
   completion tokens of the whole optimiser step on all ranks, so micro-batches and ranks add up to the big-batch token
   mean (`tests/test_sft.py` checks micro-batched == one batch). The backward and the DeepSpeed step are
-  train/engine_step.py's, the same as GRPO's; the LM head is train/logprobs.py's chunked one, the same as GRPO's.
-* `sft_stage`: builds its own DeepSpeed engine (`train.model.build_engine` + `deepspeed_config`, its own AdamW and
-  schedule: every ZeRO stage and launcher works as in GRPO), trains, and returns a fresh copy of the module with the
-  trained full (unsharded) weights on every rank, free of DeepSpeed hooks, ready for the GRPO engine.
+  Engine.optimizer_step's (train/engine.py), the same as GRPO's; the LM head is train/logprobs.py's chunked one.
+* `sft_stage`: builds its own engine (`Engine.build` from an `EngineSpec`, with its own AdamW and schedule: every ZeRO
+  stage and launcher works as in GRPO), trains, and returns a fresh copy of the module with the trained full
+  (unsharded) weights on every rank (`Engine.full_state_dict`), free of DeepSpeed hooks, ready for the GRPO engine.
 * checkpoints (`SFTCheckpoints`): train/checkpoint.py's atomic keep-last-K layout under <run_dir>/sft_checkpoints,
   with the step, RNG and history, so a stage stopped by SIGKILL or pre-emption continues exactly where it stopped.
 
@@ -33,10 +33,8 @@ from tqdm import tqdm
 from data.sft_examples import IGNORE_INDEX, SFTBatch, block_causal_mask, build_examples, collate_rows, pack_examples, step_rows
 from train.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from train.distributed import all_reduce_sum
-from train.engine_step import optimizer_step
+from train.engine import Engine, EngineSpec
 from train.logprobs import lm_head_logprobs
-from train.lora import causal_lm
-from train.model import build_engine, deepspeed_config, zero_stage
 from train.preemption import Preempted
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -56,13 +54,13 @@ def sft_loss(token_logprobs: torch.Tensor, *, num_tokens: float) -> torch.Tensor
     return -token_logprobs.sum() / num_tokens
 
 
-def label_logprobs(model, batch: SFTBatch, *, chunk_size: int) -> torch.Tensor:
-    """[K] log-probs of the trained tokens of `batch` (K = number of labels != IGNORE_INDEX after the shift).
+def label_logprobs(hf_model, batch: SFTBatch, *, chunk_size: int, sharded: bool = False) -> torch.Tensor:
+    """[K] log-probs of the trained tokens of `batch` (K = number of labels != IGNORE_INDEX after the shift) under the
+    transformers model `hf_model` (Engine.hf_module; `sharded` = Engine.sharded).
 
     As for GRPO: the decoder runs once, then train/logprobs.py's chunked LM head runs only on the hidden states that
     predict a trained token, so no [R, T, V] logits tensor exists.
     """
-    hf_model = causal_lm(getattr(model, "module", model))
     decoder = hf_model.get_decoder()
     if hf_model.config._attn_implementation.startswith("flash"):
         attention_mask = None  # flash-attention splits sequences at position-id resets
@@ -74,7 +72,7 @@ def label_logprobs(model, batch: SFTBatch, *, chunk_size: int) -> torch.Tensor:
     targets = batch.labels[:, 1:]  # the hidden state at t predicts token t+1
     keep = targets != IGNORE_INDEX
     logprobs, _ = lm_head_logprobs(hf_model, hidden[:, :-1][keep], targets[keep], temperature=1.0, chunk_size=chunk_size,
-                                   with_entropy=False)
+                                   with_entropy=False, sharded=sharded)
     return logprobs
 
 
@@ -82,33 +80,22 @@ def label_logprobs(model, batch: SFTBatch, *, chunk_size: int) -> torch.Tensor:
 # Training
 
 
-def sft_update(engine, batch: SFTBatch, *, micro_batch_size: int, world_size: int, chunk_size: int) -> dict[str, float]:
+def sft_update(engine: Engine, batch: SFTBatch, *, micro_batch_size: int, chunk_size: int) -> dict[str, float]:
     """One optimiser step over this rank's rows of the step. Returns metrics over all ranks: `loss` is the token mean
     NLL of the whole step, `num_tokens` its trained tokens, `grad_norm` before clipping, `skipped` 1.0 when the
     optimiser refused non-finite gradients."""
     counts = all_reduce_sum(torch.tensor([batch.completion_mask[:, 1:].sum().item()], dtype=torch.float64))
     num_tokens = max(counts.item(), 1.0)
-    device = next(engine.module.parameters()).device
 
     def micro_loss(micro: SFTBatch) -> torch.Tensor:
-        micro = SFTBatch(*(t.to(device) for t in vars(micro).values()))
-        return sft_loss(label_logprobs(engine, micro, chunk_size=chunk_size), num_tokens=num_tokens)
+        micro = SFTBatch(*(t.to(engine.device) for t in vars(micro).values()))
+        logprobs = label_logprobs(engine.hf_module, micro, chunk_size=chunk_size, sharded=engine.sharded)
+        return sft_loss(logprobs, num_tokens=num_tokens)
 
     micro_batches = (batch.rows(start, start + micro_batch_size) for start in range(0, batch.input_ids.shape[0], micro_batch_size))
-    step = optimizer_step(engine, micro_batches, micro_loss, world_size=world_size)
+    step = engine.optimizer_step(micro_batches, micro_loss)
     return {"loss": step.loss, "num_tokens": num_tokens, "grad_norm": step.grad_norm, "skipped": float(step.skipped),
             "lr": step.lr}
-
-
-def full_state_dict(engine) -> dict[str, torch.Tensor]:
-    """Every weight in full, on CPU, on every rank (collective under ZeRO-3: call on all ranks)."""
-    module = engine.module
-    if zero_stage(engine) != 3:
-        return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-        return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 @dataclass
@@ -140,32 +127,20 @@ def sft_stage(
     max_steps: int | None,
     epochs: float,
     batch_size: int,
-    micro_batch_size: int,
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float],
-    eps: float,
-    warmup_steps: int,
-    lr_scheduler: str,
-    max_grad_norm: float,
+    engine_spec: EngineSpec,
     seed: int,
-    zero_stage: int,
-    dtype: str,
-    world_size: int,
     rank: int,
-    offload_optimizer: bool = False,
-    offload_param: bool = False,
-    ds_overrides: dict | None = None,
     chunk_size: int = 1024,
     show_progress: bool = True,
     checkpoints: SFTCheckpoints | None = None,
     stop_signal: Callable[[], int | None] | None = None,
 ):
-    """SFT `model` on `rows` ({prompt, completion}) through its own DeepSpeed engine; returns (module, SFTResult).
+    """SFT `model` on `rows` ({prompt, completion}) through its own engine, built from `engine_spec` (its
+    micro_batch_size, world size, optimiser and schedule; total_steps is set here); returns (module, SFTResult).
 
     The returned module is a copy of `model` taken before DeepSpeed touched it, loaded with the trained full weights
     on every rank (gathered under ZeRO-3), on CPU like a freshly loaded model, with no DeepSpeed hooks: hand it to
-    `build_engine` for GRPO. `model` itself belongs to the discarded SFT engine afterwards.
+    `Engine.build` for GRPO. `model` itself belongs to the discarded SFT engine afterwards.
 
     Steps: `max_steps` if given, else ceil(epochs * rows / batch_size) (rows = packed rows with `packing`). Every rank
     takes rows [rank*n, (rank+1)*n) of each step's batch_size rows (n = batch_size / world_size).
@@ -176,6 +151,7 @@ def sft_stage(
     uninterrupted one does. `stop_signal` (collective, called after every step) returns a signal number when the run
     is pre-empted: the stage saves and raises Preempted.
     """
+    world_size, micro_batch_size = engine_spec.world_size, engine_spec.micro_batch_size
     if batch_size % (world_size * micro_batch_size):
         raise ValueError(f"sft batch_size={batch_size} must be divisible by world size {world_size} x "
                          f"micro_batch_size={micro_batch_size}")
@@ -190,13 +166,7 @@ def sft_stage(
     per_rank = batch_size // world_size
 
     pristine = copy.deepcopy(model)  # hook-free copy; receives the trained weights at the end
-    ds_config = deepspeed_config(
-        zero_stage=zero_stage, micro_batch_size=micro_batch_size, grad_accum_steps=per_rank // micro_batch_size,
-        world_size=world_size, max_grad_norm=max_grad_norm, dtype=dtype, offload_optimizer=offload_optimizer,
-        offload_param=offload_param, overrides=ds_overrides,
-    )
-    engine = build_engine(model, ds_config, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                          warmup_steps=warmup_steps, total_steps=steps, schedule=lr_scheduler)
+    engine = Engine.build(model, engine_spec.with_total_steps(steps))
     history: list[dict[str, float]] = []
     start_step, elapsed_before = 0, 0.0
     if checkpoints is not None and checkpoints.resume_from is not None:
@@ -222,7 +192,7 @@ def sft_stage(
         t_step = time.perf_counter()
         indices = step_rows(len(packed), step, batch_size, seed)[rank * per_rank : (rank + 1) * per_rank]
         batch = collate_rows([packed[i] for i in indices], tokenizer.pad_token_id)
-        metrics = sft_update(engine, batch, micro_batch_size=micro_batch_size, world_size=world_size, chunk_size=chunk_size)
+        metrics = sft_update(engine, batch, micro_batch_size=micro_batch_size, chunk_size=chunk_size)
         metrics["tokens_per_second"] = metrics["num_tokens"] / (time.perf_counter() - t_step)
         history.append(metrics)
         progress.set_postfix(loss=f"{metrics['loss']:.4f}")
@@ -235,7 +205,7 @@ def sft_stage(
             raise Preempted(signal_number, where)
     elapsed = elapsed_before + time.perf_counter() - t_start
 
-    pristine.load_state_dict(full_state_dict(engine))
+    pristine.load_state_dict(engine.full_state_dict())
     engine.destroy()  # removes ZeRO's parameter hooks; `model` is not used again
     del engine
     gc.collect()

@@ -1,5 +1,6 @@
-"""One GRPO optimiser step on a TrainBatch: per micro-batch, log-probs -> grpo_loss; the backward and the DeepSpeed
-step are train/engine_step.py's (shared with SFT), including why the loss is multiplied by the world size.
+"""One GRPO optimiser step on a TrainBatch: per micro-batch, log-probs -> the bound GRPOLoss; the backward and the
+DeepSpeed step are Engine.optimizer_step's (train/engine.py, shared with SFT), including why the loss is multiplied by
+the world size.
 
 The normalisers of the loss are counted here, over the whole optimiser step on all ranks (`step_normalisers`), so the
 per-micro-batch losses add up to the big-batch loss; which normaliser a `loss_type` uses is train/loss.py's business.
@@ -8,15 +9,18 @@ per-micro-batch losses add up to the big-batch loss; which normaliser a `loss_ty
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 
 from train.batch import TrainBatch
 from train.distributed import all_reduce_sum
-from train.engine_step import optimizer_step
 from train.logprobs import completion_logprobs
-from train.micro_batches import micro_batch_plan
-from train.loss import grpo_loss, token_normaliser
+from train.loss import GRPOLoss
+from train.micro_batches import MicroBatching
+
+if TYPE_CHECKING:
+    from train.engine import Engine
 
 
 def step_normalisers(completion_mask: torch.Tensor) -> tuple[float, float]:
@@ -29,56 +33,34 @@ def step_normalisers(completion_mask: torch.Tensor) -> tuple[float, float]:
     return max(num_tokens, 1.0), num_sequences
 
 
-def policy_update(
-    engine,
-    batch: TrainBatch,
-    *,
-    micro_batch_size: int,
-    world_size: int,
-    temperature: float,
-    logprob_chunk_size: int,
-    loss_type: str,
-    epsilon: float,
-    epsilon_high: float,
-    beta: float,
-    max_completion_length: int,
-    importance_sampling_level: str,
-    use_bias_correction_kl: bool = False,
-    max_tokens_per_micro_batch: int | None = None,
-) -> dict[str, float]:
+def policy_update(engine: "Engine", batch: TrainBatch, *, loss: GRPOLoss, micro_batching: MicroBatching, temperature: float,
+                  logprob_chunk_size: int) -> dict[str, float]:
     """One optimiser step over all rows of `batch` (this rank's share). Returns metrics over all ranks: `loss` is the
     step's global loss, the others are means over all valid completion tokens of all ranks; `skipped` is 1.0 when the
-    optimiser step was skipped for non-finite gradients (the weights did not change). Micro-batches: `micro_batch_size`
-    rows, or with `max_tokens_per_micro_batch` a token budget (train/micro_batches.py), each trimmed to its own widths."""
+    optimiser step was skipped for non-finite gradients (the weights did not change). Micro-batches are
+    `micro_batching`'s (rows, or a token budget: train/micro_batches.py), each trimmed to its own widths."""
     num_tokens, num_sequences = step_normalisers(batch.completion_mask)
     sums: dict[str, float] = defaultdict(float)
 
     def micro_loss(micro: TrainBatch) -> torch.Tensor:
         logprobs, entropy = completion_logprobs(
-            engine, micro.input_ids, micro.attention_mask, micro.completion_mask.shape[1], temperature=temperature,
-            chunk_size=logprob_chunk_size,
+            engine.hf_module, micro.input_ids, micro.attention_mask, micro.completion_mask.shape[1], temperature=temperature,
+            chunk_size=logprob_chunk_size, sharded=engine.sharded,
         )
         # With one update per rollout the sampling policy IS the current one: ratio = 1 exactly, no recompute needed.
         old_logprobs = logprobs.detach() if micro.old_logprobs is None else micro.old_logprobs
-        loss, metrics = grpo_loss(
-            logprobs, old_logprobs, micro.ref_logprobs, micro.advantages, micro.completion_mask,
-            loss_type=loss_type, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta,
-            num_tokens=token_normaliser(loss_type, step_tokens=num_tokens, micro_batch_tokens=float(micro.completion_mask.sum().item())),
-            num_sequences=num_sequences, max_completion_length=max_completion_length,
-            importance_sampling_level=importance_sampling_level, use_bias_correction_kl=use_bias_correction_kl,
-        )
+        value, metrics = loss(logprobs, old_logprobs, micro.ref_logprobs, micro.advantages, micro.completion_mask,
+                              step_tokens=num_tokens, num_sequences=num_sequences)
         valid = metrics["num_valid_tokens"].item()
-        for name, value in metrics.items():
+        for name, metric in metrics.items():
             if name != "num_valid_tokens":
-                sums[name] += value.item() * valid
+                sums[name] += metric.item() * valid
         sums["entropy"] += (entropy * micro.completion_mask).sum().item()
         sums["_tokens"] += valid
-        return loss
+        return value
 
-    plan = micro_batch_plan(batch.attention_mask, batch.completion_mask, micro_batch_size=micro_batch_size,
-                            max_tokens=max_tokens_per_micro_batch)
-    micro_batches = [batch.select(rows) for rows in plan]
-    step = optimizer_step(engine, micro_batches, micro_loss, world_size=world_size)
+    micro_batches = [batch.select(rows) for rows in micro_batching.plan(batch.attention_mask, batch.completion_mask)]
+    step = engine.optimizer_step(micro_batches, micro_loss)
     names = list(sums)  # same order on every rank: the loss returns the same keys everywhere
     totals = dict(zip(names, all_reduce_sum(torch.tensor([sums[n] for n in names], dtype=torch.float64)).tolist()))
     tokens = max(totals.pop("_tokens"), 1.0)

@@ -1,0 +1,358 @@
+"""The training engine: the one place that knows how the policy is distributed (DeepSpeed ZeRO stage, device, LoRA).
+
+`Engine.build(model, spec)` wraps `deepspeed.initialize` once, for the SFT stage and GRPO alike, from an `EngineSpec`
+(plain values the builders take from the config). Everything else asks the engine instead of DeepSpeed:
+
+* facts: `zero_stage`, `sharded` (ZeRO-3 partitions the parameters, so every forward is a collective), `lockstep`
+  (ranks must generate in lock-step), `device`, `world_size`, `is_lora`;
+* modules: `hf_module` (the transformers model log-probs and sampling call directly), `module` (what DeepSpeed wraps,
+  a peft model under LoRA);
+* weights: `generation_weights()` (the module to sample from, full weights gathered once under ZeRO-3),
+  `full_state_dict()` (every weight in full on CPU, merged W + s·B·A under LoRA if asked), `reference()` (the frozen
+  initial policy for the KL term);
+* the optimiser step over micro-batches (`optimizer_step`, the single backward call site) and checkpoint I/O.
+
+A second backend (FSDP2, say) would be one file beside this one with the same surface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from train.distributed import all_reduce_sum
+from train.lora import adapters_disabled, causal_lm, is_lora, lora_scalings, merged_state_dict
+from train.model import frozen_copy
+from train.optim import GuardedAdamW
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build an engine: parallelism, precision, and the AdamW optimiser with its LR schedule."""
+
+    zero_stage: int
+    micro_batch_size: int  # rows per forward on each rank
+    grad_accum_steps: int  # micro-batches per optimiser step on each rank (DeepSpeed's bookkeeping; see optimizer_step)
+    world_size: int
+    max_grad_norm: float
+    dtype: str  # float32 | bfloat16 | float16
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    total_steps: int = 1
+    schedule: str = "constant"  # constant | linear | cosine (after the warmup)
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)  # deepspeed.config_file's JSON, applied over ours
+
+    def with_total_steps(self, total_steps: int) -> "EngineSpec":
+        return replace(self, total_steps=total_steps)
+
+    def deepspeed_config(self) -> dict[str, Any]:
+        """The DeepSpeed JSON. Batch sizes always come from thinkrl's config, so they cannot disagree."""
+        zero: dict[str, Any] = {"stage": self.zero_stage}
+        if self.offload_optimizer:
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        if self.offload_param:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        if self.zero_stage == 3:
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        config: dict[str, Any] = {
+            "zero_optimization": zero,
+            "gradient_clipping": self.max_grad_norm,
+            "bf16": {"enabled": self.dtype == "bfloat16"},
+            "fp16": {"enabled": self.dtype == "float16"},
+            # We hand DeepSpeed a torch.optim.AdamW; with offload it would otherwise insist on its C++ CPUAdam.
+            "zero_force_ds_cpu_optimizer": False,
+            # DeepSpeed checks the optimizer's exact type against its list (torch AdamW is on it, a subclass is not);
+            # train/optim.py's GuardedAdamW is an AdamW whose step() may skip, which every ZeRO stage calls the same way.
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+        config.update(self.overrides)
+        config["train_micro_batch_size_per_gpu"] = self.micro_batch_size
+        config["gradient_accumulation_steps"] = self.grad_accum_steps
+        config["train_batch_size"] = self.micro_batch_size * self.grad_accum_steps * self.world_size
+        return config
+
+
+def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the peak LR at optimiser step `step`: linear warmup, then constant / linear / cosine decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class StepResult:
+    loss: float  # the step's loss: the micro-batch losses summed over micro-batches and ranks
+    grad_norm: float  # global gradient norm before clipping (nan if DeepSpeed kept none)
+    skipped: bool  # the optimiser refused non-finite gradients: the weights did not change
+    lr: float  # learning rate used by this step
+
+
+class Engine:
+    """A model under DeepSpeed (module docstring). Build with `Engine.build`; `ds` is the DeepSpeed engine itself."""
+
+    def __init__(self, ds_engine, *, reference=None):
+        self.ds = ds_engine
+        # beta > 0 without LoRA: the frozen initial policy, placed like the policy (see _place_reference); with LoRA
+        # the reference is this engine with its adapters off, so nothing is stored.
+        self._reference = reference
+        self._has_reference = reference is not None
+
+    # -- building ----------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, spec: EngineSpec, *, with_reference: bool = False) -> "Engine":
+        """deepspeed.initialize with a GuardedAdamW (a torch AdamW: DeepSpeed's own CPU Adam compiles C++ on first use,
+        ~100 s on CPU) and a LambdaLR schedule. `with_reference`: keep the initial policy as the KL reference (a frozen
+        copy made before DeepSpeed shards the policy; with LoRA, the adapters switched off)."""
+        import deepspeed
+
+        frozen = frozen_copy(model) if with_reference and not is_lora(model) else None
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = GuardedAdamW(trainable, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_lambda(step, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
+                                              schedule=spec.schedule)
+        )
+        ds_engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                  config=spec.deepspeed_config())
+        _run_zero_forward_bookkeeping_on_decoder(ds_engine)
+        engine = cls(ds_engine)
+        if with_reference:
+            engine._has_reference = True
+            engine._reference = None if frozen is None else engine._place_reference(frozen, dtype=spec.dtype)
+        return engine
+
+    def _place_reference(self, reference: torch.nn.Module, *, dtype: str):
+        """The reference placed like the policy: under ZeRO-3 sharded too (inference only, no optimizer); under ZeRO
+        0-2 a plain module on the policy's device (left on the CPU, a GPU run with beta > 0 failed at its first
+        reference forward)."""
+        if not self.sharded:
+            return reference.to(self.device)
+        import deepspeed
+
+        config = {
+            "zero_optimization": {"stage": 3},
+            "bf16": {"enabled": dtype == "bfloat16"},
+            "fp16": {"enabled": dtype == "float16"},
+            "train_micro_batch_size_per_gpu": 1,
+            "train_batch_size": self.world_size,
+            "steps_per_print": 10**9,
+        }
+        reference_engine, *_ = deepspeed.initialize(model=reference, config=config)
+        reference_engine.eval()
+        self._reference_engine = reference_engine  # owns the ZeRO-3 hooks of the reference's parameters
+        return reference_engine.module
+
+    # -- facts -------------------------------------------------------------------------------------------------------
+
+    @property
+    def zero_stage(self) -> int:
+        return self.ds.zero_optimization_stage()
+
+    @property
+    def sharded(self) -> bool:
+        """ZeRO-3: each rank holds a shard of every parameter, so every forward all-gathers (a collective all ranks
+        must make alike: train/logprobs.py then makes the same number of calls on every rank)."""
+        return self.zero_stage == 3
+
+    @property
+    def lockstep(self) -> bool:
+        """Whether ranks must generate in lock-step (`synced_gpus`): ZeRO-3 with more than one rank, gathered weights
+        or not. A rank that finishes early must keep joining the collectives of the others (a forward's per-layer
+        gathers, or DeepSpeed's hooks on re-entry), or a run deadlocks (tests/test_distributed.py)."""
+        return self.sharded and self.world_size > 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.ds.device
+
+    @property
+    def world_size(self) -> int:
+        return self.ds.world_size
+
+    @property
+    def is_lora(self) -> bool:
+        return is_lora(self.ds.module)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """What DeepSpeed wraps: the transformers model, or the peft model around it under LoRA."""
+        return self.ds.module
+
+    @property
+    def hf_module(self) -> torch.nn.Module:
+        """The transformers model (under LoRA the peft base model, adapters in place and active): sampling and
+        log-probs call it directly, since its forward signature is the one they inspect."""
+        return causal_lm(self.ds.module)
+
+    @property
+    def has_reference(self) -> bool:
+        return self._has_reference
+
+    # -- weights -----------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def generation_weights(self, *, gather: bool = True) -> Iterator[torch.nn.Module]:
+        """The HF module to sample from. Under ZeRO-3 each rank holds a shard of every weight; gathering them per
+        forward would cost one all-gather per layer per generated token, so (like TRL's `unwrap_model_for_generation`)
+        the full weights are gathered once for the whole block with DeepSpeed's fetch hooks detached. With
+        `gather=False` each forward gathers per layer. Either way ranks generate in lock-step under ZeRO-3
+        (`lockstep`). Collective under ZeRO-3."""
+        if self.sharded and gather:
+            from deepspeed.runtime.zero import unwrap_model_for_generation
+
+            with unwrap_model_for_generation(self.ds):
+                yield self.hf_module
+        else:
+            yield self.hf_module
+
+    def full_state_dict(self, *, merge_lora: bool = False, every_rank: bool = True) -> dict[str, torch.Tensor] | None:
+        """Every weight in full, on CPU. Collective under ZeRO-3: call on all ranks.
+
+        merge_lora: under LoRA, the plain transformers state dict of W + s·B·A (train/lora.py) instead of peft's.
+        every_rank: every rank gets the weights (gathered with GatheredParameters); False: only rank 0 does (DeepSpeed's
+        consolidated state dict, gathered one parameter at a time to rank 0, for a save), the others get None.
+        """
+        module = self.ds.module
+        if not every_rank and self.ds.global_rank != 0 and not self.sharded:
+            return None
+        if not self.sharded:
+            state = _cpu_copy(module.state_dict())
+        elif every_rank:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                state = _cpu_copy(module.state_dict())
+        else:
+            state = self.ds._zero3_consolidated_16bit_state_dict()  # collective; the weights land on rank 0 only
+            if self.ds.global_rank != 0:
+                return None
+        return self.merge_lora(state) if merge_lora else state
+
+    def merge_lora(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Under LoRA, the plain transformers state dict of W + s·B·A from this engine's full (peft) state dict
+        (train/lora.py's merged_state_dict); without LoRA, `state` unchanged."""
+        return merged_state_dict(state, lora_scalings(self.ds.module)) if self.is_lora else state
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The frozen initial policy, as an HF module for log-probs (sharded like the policy: pass `sharded` along).
+        Under LoRA it is this engine's own model with its adapters off for the block. Only with_reference engines."""
+        if not self._has_reference:
+            raise RuntimeError("this engine was built without a reference (with_reference=False)")
+        if self._reference is not None:
+            yield self._reference
+        else:
+            with adapters_disabled(self.ds):
+                yield self.hf_module
+
+    # -- training ----------------------------------------------------------------------------------------------------
+
+    def optimizer_step(self, micro_batches: Iterable[Any], micro_loss: Callable[[Any], torch.Tensor]) -> StepResult:
+        """Backward every micro-batch's `micro_loss(micro)`, then the one DeepSpeed step at the accumulation boundary,
+        the last micro-batch: the single backward call site of GRPO and SFT alike. Call on all ranks with the same
+        number of micro-batches.
+
+        Normalisation (the part that silently goes wrong in many trainers): each micro-batch's loss arrives already
+        divided by the token (or sequence) count of the WHOLE optimiser step on ALL ranks, so the per-micro-batch
+        losses simply add up to the big-batch loss. DeepSpeed must therefore neither divide by the accumulation steps
+        (`scale_wrt_gas=False`) nor average gradients over ranks: it does the latter unconditionally, so each rank's
+        loss is multiplied by the world size to turn that mean into a sum (tests/test_grad_accum.py and
+        tests/test_equivalence.py check both).
+
+        Non-finite steps: train/optim.py's GuardedAdamW refuses non-finite gradients on every rank together and says
+        so; under ZeRO-1/2 in fp32 DeepSpeed may refuse first and report a norm of inf. Either way the step is
+        `skipped` (the weights did not change) and the caller decides what to do about it.
+        """
+        ds = self.ds
+        guard = getattr(ds, "client_optimizer", None)  # train.optim.GuardedAdamW, handed to deepspeed.initialize
+        if guard is not None:
+            guard.last_step_skipped = False
+        ds.train()
+        total, unsharded_grad_norm = 0.0, None
+        micro_batches = list(micro_batches)
+        for index, micro in enumerate(micro_batches):
+            # The boundary is the last micro-batch, however many there are (a token budget makes the count vary by
+            # step), not DeepSpeed's fixed gradient_accumulation_steps; set before the forward, as DeepSpeed asks.
+            ds.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
+            loss = micro_loss(micro)
+            ds.backward(loss * self.world_size, scale_wrt_gas=False)
+            if ds.is_gradient_accumulation_boundary() and self.zero_stage == 0:
+                # Without ZeRO, DeepSpeed clips fp32 gradients but does not keep their norm: measure it before the step.
+                unsharded_grad_norm = _grad_norm(ds.module)
+            ds.step()
+            total += loss.item()
+        grad_norm = unsharded_grad_norm if self.zero_stage == 0 else ds.get_global_grad_norm()
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        skipped = bool(getattr(guard, "last_step_skipped", False)) or not math.isfinite(grad_norm)
+        loss = all_reduce_sum(torch.tensor([total], dtype=torch.float64)).item()
+        return StepResult(loss=loss, grad_norm=grad_norm, skipped=skipped, lr=ds.get_lr()[0])
+
+    # -- state -------------------------------------------------------------------------------------------------------
+
+    def save_state(self, directory: str, tag: str) -> None:
+        """Weights, optimiser and schedule (ZeRO shards of this rank) under directory/tag. Collective."""
+        self.ds.save_checkpoint(directory, tag=tag, save_latest=False)
+
+    def load_state(self, directory: str, tag: str) -> str | None:
+        """The inverse of save_state; the loaded path, or None when DeepSpeed found nothing. Collective."""
+        path, _ = self.ds.load_checkpoint(directory, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+        return path
+
+    def destroy(self) -> None:
+        """Remove ZeRO's parameter hooks; the engine is not used again."""
+        self.ds.destroy()
+
+
+def _run_zero_forward_bookkeeping_on_decoder(ds_engine) -> None:
+    """Make a direct call of the decoder do the ZeRO bookkeeping that `engine.forward` does at every forward.
+
+    train/logprobs.py calls `module.get_decoder()` and the LM head itself (to apply the head in chunks), so
+    `engine.forward` never runs. But that is where DeepSpeed (0.17+) calls `optimizer.clear_backward_seen_flag()`, and
+    ZeRO-3 advances its micro-step counter there: without it every micro-batch's gradient partition is *copied* over
+    the previous one instead of added, and with gradient accumulation only the last micro-batch's gradient is kept
+    (grad norm and update silently wrong; tests/test_equivalence.py catches it). The flag is idempotent (a second call
+    in the same forward does nothing), so a call through `engine(...)` that also reaches the decoder stays correct.
+    """
+    from deepspeed.runtime.base_optimizer import ZeROOptimizer
+
+    optimizer = ds_engine.optimizer
+    if not isinstance(optimizer, ZeROOptimizer):
+        return
+    causal_lm(ds_engine.module).get_decoder().register_forward_pre_hook(lambda module, args: optimizer.clear_backward_seen_flag())
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` copied to CPU, keeping tied weights tied: entries that share storage (a tied embedding and LM head)
+    share one copy, so `save_pretrained` still sees them as one tensor."""
+    copies: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, tensor in state.items():
+        key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        if key not in copies:
+            copies[key] = tensor.detach().to("cpu", copy=True)
+        out[name] = copies[key]
+    return out
+
+
+@torch.no_grad()
+def _grad_norm(module: torch.nn.Module) -> float:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads).item() if grads else 0.0

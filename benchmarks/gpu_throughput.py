@@ -100,14 +100,17 @@ def update(model, device: torch.device, *, rows: int, prompt_tokens: int, new_to
            zero_stage: int, dtype: str, repeats: int) -> dict[str, float]:
     from train.batch import TrainBatch
     from train.distributed import init_distributed
-    from train.model import build_engine, deepspeed_config
+    from train.engine import Engine, EngineSpec
+    from train.loss import GRPOLoss
+    from train.micro_batches import MicroBatching
     from train.update import policy_update
 
     init_distributed()
-    config = deepspeed_config(zero_stage=zero_stage, micro_batch_size=micro_batch_size, grad_accum_steps=rows // micro_batch_size,
-                              world_size=1, max_grad_norm=1.0, dtype=dtype, offload_optimizer=False, offload_param=False)
-    engine = build_engine(model, config, lr=1e-6, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                          total_steps=100, schedule="constant")
+    spec = EngineSpec(zero_stage=zero_stage, micro_batch_size=micro_batch_size, grad_accum_steps=rows // micro_batch_size,
+                      world_size=1, max_grad_norm=1.0, dtype=dtype, lr=1e-6, betas=(0.9, 0.99), total_steps=100)
+    engine = Engine.build(model, spec)
+    loss = GRPOLoss(loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, max_completion_length=new_tokens,
+                    importance_sampling_level="token", use_bias_correction_kl=False)
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(3, model.config.vocab_size, (rows, prompt_tokens + new_tokens), generator=generator)
     batch = TrainBatch(
@@ -118,9 +121,8 @@ def update(model, device: torch.device, *, rows: int, prompt_tokens: int, new_to
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = best_seconds(lambda: policy_update(
-        engine, batch, micro_batch_size=micro_batch_size, world_size=1, temperature=1.0, logprob_chunk_size=1024,
-        loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, max_completion_length=new_tokens,
-        importance_sampling_level="token"), device, repeats)
+        engine, batch, loss=loss, micro_batching=MicroBatching(micro_batch_size), temperature=1.0, logprob_chunk_size=1024),
+        device, repeats)
     tokens = rows * (prompt_tokens + new_tokens)
     return {"seconds": seconds, "tokens_per_second": tokens / seconds, "peak_gib": peak_memory_gib(device)}
 

@@ -100,10 +100,11 @@ def run_case(
     token_budget: int | None = None,
 ) -> dict:
     """STEPS optimiser steps of policy_update on this rank's rows; returns losses, grad norms and the final weights."""
-    from train.model import build_byte_tokenizer, build_engine, build_tiny_model, deepspeed_config
+    from train.micro_batches import MicroBatching
+    from train.model import build_byte_tokenizer, build_tiny_model
     from train.update import policy_update
 
-    from helpers import TINY_SHAPE
+    from helpers import TINY_SHAPE, build_engine, grpo_loss
 
     tokenizer = build_byte_tokenizer()
     model = build_tiny_model(tokenizer, **TINY_SHAPE, dtype=dtype, attn_implementation="eager", seed=1)
@@ -119,30 +120,24 @@ def run_case(
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     batches = [global_batch(step, tokenizer.pad_token_id, initial) for step in range(STEPS)]
     rows = ROWS // world_size
-    config = deepspeed_config(
-        zero_stage=zero_stage, micro_batch_size=micro_batch_size, grad_accum_steps=rows // micro_batch_size,
-        world_size=world_size, max_grad_norm=MAX_GRAD_NORM, dtype=dtype, offload_optimizer=offload,
-        offload_param=offload and zero_stage == 3,
+    engine = build_engine(
+        model, zero_stage=zero_stage, micro_batch_size=micro_batch_size, grad_accum_steps=rows // micro_batch_size,
+        world_size=world_size, max_grad_norm=MAX_GRAD_NORM, dtype=dtype, offload=offload, lr=LR, betas=(0.9, 0.999),
+        eps=ADAM_EPS, total_steps=STEPS, shard_everything=True,
         overrides=json.loads(config_file.read_text()) if config_file is not None else None,
     )
-    if zero_stage == 3:  # shard every parameter: by default ZeRO-3 keeps those under 1e5 elements whole (all of these)
-        config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
-    engine = build_engine(model, config, lr=LR, betas=(0.9, 0.999), eps=ADAM_EPS, weight_decay=0.0, warmup_steps=0,
-                          total_steps=STEPS, schedule="constant")
     losses, grad_norms, clip_fractions = [], [], []
     for step in range(STEPS):
         batch = batches[step].select(list(range(rank * rows, (rank + 1) * rows)))
-        metrics = policy_update(
-            engine, batch, micro_batch_size=micro_batch_size, world_size=world_size, temperature=1.0,
-            logprob_chunk_size=4, loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=BETA,
-            max_completion_length=WIDTH, importance_sampling_level="token", max_tokens_per_micro_batch=token_budget,
-        )
+        metrics = policy_update(engine, batch, loss=grpo_loss(beta=BETA), micro_batching=MicroBatching(micro_batch_size, token_budget),
+                                temperature=1.0, logprob_chunk_size=4)
         losses.append(metrics["loss"])
         grad_norms.append(metrics["grad_norm"])
         clip_fractions.append(metrics["clip_ratio/region_mean"])
     # Under ZeRO-3 a parameter outside a forward is an empty placeholder; its data lives in shards (p.ds_tensor).
     sharded = [name for name, p in engine.module.named_parameters() if p.numel() == 0]
-    weights = full_weights(engine, zero_stage)
+    weights = engine.full_state_dict()
+    weights = {name: weights[name] for name, _ in engine.module.named_parameters()}
     engine.destroy()
     return {
         "loss": losses, "grad_norm": grad_norms, "clip_ratio": clip_fractions, "weights": weights, "sharded": sharded,
@@ -175,40 +170,35 @@ def generation_case(gather: bool, *, rank: int, world_size: int) -> dict:
     one policy update. Records the collectives on entering the generation context and during generate(), and
     whether the sampled tokens equal those of an unsharded copy of the model under the same seed."""
     from train.batch import TrainBatch
-    from train.model import (
-        build_byte_tokenizer, build_engine, build_tiny_model, deepspeed_config,
-    )
-    from train.rollout import generate_rollouts, generation_model, synced_generation
+    from train.micro_batches import MicroBatching
+    from train.model import build_byte_tokenizer, build_tiny_model
+    from train.rollout import SamplingParams, generate_rollouts
     from train.update import policy_update
 
-    from helpers import TINY_SHAPE, encode_prompts
+    from helpers import TINY_SHAPE, build_engine, encode_prompts, grpo_loss
 
     tokenizer = build_byte_tokenizer()
     plain = build_tiny_model(tokenizer, **TINY_SHAPE, dtype="float32", attn_implementation="eager", seed=1)
     model = build_tiny_model(tokenizer, **TINY_SHAPE, dtype="float32", attn_implementation="eager", seed=1)
-    config = deepspeed_config(zero_stage=3, micro_batch_size=2, grad_accum_steps=2, world_size=world_size, max_grad_norm=1.0,
-                              dtype="float32", offload_optimizer=False, offload_param=False)
-    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
-    engine = build_engine(model, config, lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                          total_steps=1, schedule="constant")
-    kwargs = dict(num_generations=2, max_completion_length=1 if rank == 0 else GEN_TOKENS, temperature=1.0, top_p=1.0,
-                  top_k=0, device=torch.device("cpu"))
+    engine = build_engine(model, zero_stage=3, micro_batch_size=2, grad_accum_steps=2, world_size=world_size, total_steps=1,
+                          shard_everything=True)
+    sampling = SamplingParams(max_completion_length=1 if rank == 0 else GEN_TOKENS, temperature=1.0, top_p=1.0, top_k=0)
+    kwargs = dict(num_generations=2, sampling=sampling, device=torch.device("cpu"))
     prompts = encode_prompts(tokenizer, ["12+30=", "7*6="])
     torch.manual_seed(100 + rank)
     expected = generate_rollouts(plain, tokenizer, prompts, **kwargs)
     with _count_collectives() as on_entry:
-        context = generation_model(engine, gather_zero3_params=gather)
+        context = engine.generation_weights(gather=gather)
         policy = context.__enter__()
     torch.manual_seed(100 + rank)
     with _count_collectives() as during:
         # Lock-step on several ranks under ZeRO-3, also with the weights gathered (see the module docstring).
-        rollout = generate_rollouts(policy, tokenizer, prompts, **kwargs, synced_gpus=synced_generation(engine))
+        rollout = generate_rollouts(policy, tokenizer, prompts, **kwargs, synced_gpus=engine.lockstep)
     context.__exit__(None, None, None)
     batch = TrainBatch(rollout.input_ids, rollout.attention_mask, rollout.completion_mask.float(),
                        torch.tensor([1.0, -1.0, 0.5, -0.5]), old_logprobs=None, ref_logprobs=None)
-    metrics = policy_update(engine, batch, micro_batch_size=2, world_size=world_size, temperature=1.0, logprob_chunk_size=0,
-                            loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0,
-                            max_completion_length=kwargs["max_completion_length"], importance_sampling_level="token")
+    metrics = policy_update(engine, batch, loss=grpo_loss(max_completion_length=sampling.max_completion_length),
+                            micro_batching=MicroBatching(2), temperature=1.0, logprob_chunk_size=0)
     mine = {
         "rank": rank, "completion_width": rollout.completion_mask.shape[1],
         "same_tokens_as_unsharded": torch.equal(rollout.input_ids, expected.input_ids),

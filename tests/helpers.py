@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -147,21 +148,48 @@ def make_batch(tokenizer, seed=0):
     return TrainBatch(input_ids, attention_mask, completion_mask, advantages, old_logprobs=None, ref_logprobs=None)
 
 
+def engine_spec(*, zero_stage: int = 0, micro_batch_size: int = 2, grad_accum_steps: int = 1, world_size: int = 1,
+                max_grad_norm: float = 1.0, dtype: str = "float32", lr: float = 1e-3, betas=(0.9, 0.99), eps: float = 1e-8,
+                total_steps: int = 10, offload: bool = False, overrides: dict | None = None, shard_everything: bool = False):
+    """An EngineSpec (train/engine.py) with test defaults. shard_everything: under ZeRO-3, shard even the small
+    parameters (DeepSpeed keeps those under 1e5 elements whole by default: all of a tiny model's)."""
+    from train.engine import EngineSpec
+
+    spec = EngineSpec(zero_stage=zero_stage, micro_batch_size=micro_batch_size, grad_accum_steps=grad_accum_steps,
+                      world_size=world_size, max_grad_norm=max_grad_norm, dtype=dtype, lr=lr, betas=betas, eps=eps,
+                      total_steps=total_steps, offload_optimizer=offload, offload_param=offload and zero_stage == 3,
+                      overrides=overrides or {})
+    if shard_everything and zero_stage == 3:
+        zero = {**spec.deepspeed_config()["zero_optimization"], "stage3_param_persistence_threshold": 0}
+        spec = replace(spec, overrides={**spec.overrides, "zero_optimization": zero})
+    return spec
+
+
+def build_engine(model, *, with_reference: bool = False, **spec):
+    """Engine.build(model, engine_spec(**spec)): the trainer's one engine, with test defaults."""
+    from train.engine import Engine
+
+    return Engine.build(model, engine_spec(**spec), with_reference=with_reference)
+
+
+def grpo_loss(*, loss_type: str = "dapo", beta: float = 0.0, max_completion_length: int = WIDTH):
+    """The bound GRPO loss with the tests' usual clip range (0.2 / 0.28, DAPO clip-higher)."""
+    from train.loss import GRPOLoss
+
+    return GRPOLoss(loss_type=loss_type, epsilon=0.2, epsilon_high=0.28, beta=beta, max_completion_length=max_completion_length,
+                    importance_sampling_level="token", use_bias_correction_kl=False)
+
+
 def run_update(tokenizer, batch, micro_batch_size, loss_type):
-    from train.model import build_engine, deepspeed_config
+    from train.micro_batches import MicroBatching
     from train.update import policy_update
 
     model = make_tiny_model(tokenizer, seed=1)
-    config = deepspeed_config(
-        zero_stage=0, micro_batch_size=micro_batch_size, grad_accum_steps=N // micro_batch_size, world_size=1,
-        max_grad_norm=1e9, dtype="float32", offload_optimizer=False, offload_param=False,
-    )
-    engine = build_engine(model, config, lr=1.0, betas=(0.9, 0.999), eps=1e3, weight_decay=0.0, warmup_steps=0, total_steps=1, schedule="constant")
+    engine = build_engine(model, micro_batch_size=micro_batch_size, grad_accum_steps=N // micro_batch_size, max_grad_norm=1e9,
+                          lr=1.0, betas=(0.9, 0.999), eps=1e3, total_steps=1)
     before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
-    metrics = policy_update(
-        engine, batch, micro_batch_size=micro_batch_size, world_size=1, temperature=1.0, logprob_chunk_size=4,
-        loss_type=loss_type, epsilon=0.2, epsilon_high=0.28, beta=0.0, max_completion_length=WIDTH, importance_sampling_level="token",
-    )
+    metrics = policy_update(engine, batch, loss=grpo_loss(loss_type=loss_type), micro_batching=MicroBatching(micro_batch_size),
+                            temperature=1.0, logprob_chunk_size=4)
     delta = {n: p.detach() - before[n] for n, p in engine.module.named_parameters()}
     return metrics, delta
 

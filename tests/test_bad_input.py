@@ -215,14 +215,10 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path):
 
 def test_checkpoint_of_another_model_shape_is_one_line(tokenizer, dist_single, tmp_path):
     from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from train.model import build_engine, deepspeed_config
+    from helpers import build_engine
 
     def engine(hidden_size):
-        config = deepspeed_config(zero_stage=0, micro_batch_size=2, grad_accum_steps=1, world_size=1, max_grad_norm=1.0,
-                                  dtype="float32", offload_optimizer=False, offload_param=False)
-        model = make_tiny_model(tokenizer, hidden_size=hidden_size, intermediate_size=2 * hidden_size)
-        return build_engine(model, config, lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                            total_steps=10, schedule="constant")
+        return build_engine(make_tiny_model(tokenizer, hidden_size=hidden_size, intermediate_size=2 * hidden_size))
 
     final = save_checkpoint(engine(32), tmp_path / "checkpoints", 1, {"step": 1}, rank=0, world_size=1, keep_last=1)
     with pytest.raises(CheckpointError) as info:

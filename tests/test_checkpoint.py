@@ -4,19 +4,11 @@ import pytest
 import torch
 
 from train.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
-from train.model import build_engine, deepspeed_config
-
-from helpers import make_tiny_model
-from helpers import N, make_batch, run_update
+from helpers import N, build_engine, make_batch, make_tiny_model, run_update
 
 
 def make_engine(tokenizer, seed=0):
-    config = deepspeed_config(
-        zero_stage=0, micro_batch_size=2, grad_accum_steps=1, world_size=1, max_grad_norm=1.0, dtype="float32",
-        offload_optimizer=False, offload_param=False,
-    )
-    return build_engine(make_tiny_model(tokenizer, seed=seed), config, lr=1e-3, betas=(0.9, 0.99), eps=1e-8,
-                        weight_decay=0.0, warmup_steps=0, total_steps=10, schedule="constant")
+    return build_engine(make_tiny_model(tokenizer, seed=seed))
 
 
 def weights(engine):

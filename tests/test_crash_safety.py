@@ -176,14 +176,9 @@ def test_pruning_keeps_latest_and_drops_checkpoints_newer_than_it(tokenizer, dis
     """A step_9 left by an attempt that died before switching `latest` (or a run resumed from an older checkpoint) is
     newer than the step now saved: keep-last must keep the new `latest`, not the stale step_9."""
     from train.checkpoint import find_checkpoint, save_checkpoint
-    from train.model import build_engine, deepspeed_config
+    from helpers import build_engine, make_tiny_model
 
-    from helpers import make_tiny_model
-
-    config = deepspeed_config(zero_stage=0, micro_batch_size=2, grad_accum_steps=1, world_size=1, max_grad_norm=1.0,
-                              dtype="float32", offload_optimizer=False, offload_param=False)
-    engine = build_engine(make_tiny_model(tokenizer), config, lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0,
-                          warmup_steps=0, total_steps=10, schedule="constant")
+    engine = build_engine(make_tiny_model(tokenizer))
     root = tmp_path / "checkpoints"
     save_checkpoint(engine, root, 1, {"step": 1}, rank=0, world_size=1, keep_last=1)
     stale = root / "step_00000009"

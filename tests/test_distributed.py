@@ -87,12 +87,11 @@ def test_deepspeed_json_is_valid(dist_single, path):
     validation; its ZeRO stage is the one in its name."""
     from deepspeed.runtime.config import DeepSpeedConfig
 
-    from train.model import deepspeed_config
+    from helpers import engine_spec
 
     overrides = json.loads(path.read_text())
     stage = int(path.stem[len("zero")])
-    config = deepspeed_config(zero_stage=stage, micro_batch_size=2, grad_accum_steps=3, world_size=1, max_grad_norm=1.0,
-                              dtype="float32", offload_optimizer=False, offload_param=False, overrides=overrides)
+    config = engine_spec(zero_stage=stage, micro_batch_size=2, grad_accum_steps=3, overrides=overrides).deepspeed_config()
     assert config["train_batch_size"] == 6 and config["zero_force_ds_cpu_optimizer"] is False
     parsed = DeepSpeedConfig(config)
     assert parsed.zero_optimization_stage == stage

@@ -12,7 +12,7 @@ import torch
 
 from rewards import RewardCombiner, RewardSpec
 from train.evaluate import evaluate, main, metrics_from_sums, pass_at_k, prompt_metrics, sum_per_prompt
-from train.rollout import generate_rollouts
+from train.rollout import SamplingParams, generate_rollouts
 
 from helpers import encode_prompts, make_tiny_model
 
@@ -106,8 +106,8 @@ def _combiner():
 
 
 def _evaluate(model, tokenizer, **overrides):
-    kwargs = dict(correct_reward="arithmetic_accuracy", k=3, max_completion_length=8, temperature=1.0, top_p=1.0,
-                  batch_size=4, device="cpu", num_samples=2)
+    kwargs = dict(correct_reward="arithmetic_accuracy", k=3, batch_size=4, device="cpu", num_samples=2,
+                  sampling=SamplingParams(max_completion_length=8, temperature=1.0, top_p=1.0, top_k=0))
     kwargs.update(overrides)
     with _combiner() as combiner:
         return evaluate(model, tokenizer, encode_prompts(tokenizer, PROMPTS), PROMPTS, COLUMNS, combiner, **kwargs)
@@ -161,8 +161,8 @@ def test_evaluate_rejects_unknown_correct_reward(tokenizer, tiny):
 def test_greedy_wrapper_matches_generate_rollouts_layout(tokenizer, tiny):
     """evaluate's completion lengths are generate_rollouts' mask sums (EOS included), not recomputed elsewhere."""
     result = _evaluate(tiny, tokenizer, k=1)
-    batch = generate_rollouts(tiny, tokenizer, encode_prompts(tokenizer, PROMPTS), num_generations=1, max_completion_length=8,
-                              temperature=1.0, top_p=1.0, top_k=1, device=torch.device("cpu"))  # top_k=1 = greedy
+    batch = generate_rollouts(tiny, tokenizer, encode_prompts(tokenizer, PROMPTS), num_generations=1, device=torch.device("cpu"),
+                              sampling=SamplingParams(max_completion_length=8, temperature=1.0, top_p=1.0, top_k=1))  # top_k=1 = greedy
     assert result.per_prompt["eval/completion_length"] == [float(n) for n in batch.completion_lengths.tolist()]
 
 

@@ -38,7 +38,8 @@ def test_lean_sampler_on_cuda_draws_what_hf_generate_draws(tokenizer, monkeypatc
 
     def draw():
         torch.manual_seed(3)
-        return rollout.generate_rollouts(model, tokenizer, prompts, num_generations=3, max_completion_length=20, device=device, **sampling)
+        return rollout.generate_rollouts(model, tokenizer, prompts, num_generations=3, device=device,
+                                         sampling=rollout.SamplingParams(max_completion_length=20, **sampling))
 
     lean = draw()
     monkeypatch.setattr(rollout, "_uses_hf_generate", lambda *args: True)

@@ -64,10 +64,11 @@ def test_unknown_target_module_is_a_config_error_naming_the_key():
 def test_reference_logprobs_with_adapters_disabled_equal_the_initial_model():
     from train.logprobs import sequence_logprobs
     from train.lora import adapters_disabled
+    from train.micro_batches import MicroBatching
 
     tokenizer, base, adapted = adapted_tiny_model()
     input_ids, attention_mask, width = random_rows(tokenizer)
-    kwargs = dict(micro_batch_size=2, temperature=0.7, chunk_size=4)
+    kwargs = dict(micro_batching=MicroBatching(2), temperature=0.7, chunk_size=4)
     initial = sequence_logprobs(base, input_ids, attention_mask, width, **kwargs)
     with adapters_disabled(adapted) as reference:
         off = sequence_logprobs(reference, input_ids, attention_mask, width, **kwargs)

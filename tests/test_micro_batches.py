@@ -7,7 +7,7 @@ import torch
 from helpers import make_tiny_model
 from train.batch import TrainBatch
 from train.logprobs import completion_logprobs, sequence_logprobs
-from train.micro_batches import micro_batch_plan, split_to_count, token_budget_plan
+from train.micro_batches import MicroBatching, micro_batch_plan, split_to_count, token_budget_plan
 
 
 def test_plan_respects_the_budget_and_covers_every_row_once():
@@ -65,8 +65,9 @@ def test_trimmed_micro_batch_gives_the_same_logprobs(tokenizer):
 def test_sequence_logprobs_with_a_token_budget_match_fixed_micro_batches(tokenizer):
     model = make_tiny_model(tokenizer).eval()
     ids, attention, L = _padded_rows(tokenizer)
-    fixed = sequence_logprobs(model, ids, attention, L, micro_batch_size=4, temperature=0.8, chunk_size=0)
-    budget = sequence_logprobs(model, ids, attention, L, micro_batch_size=4, temperature=0.8, chunk_size=0, max_tokens_per_micro_batch=12)
+    fixed = sequence_logprobs(model, ids, attention, L, micro_batching=MicroBatching(4), temperature=0.8, chunk_size=0)
+    budget = sequence_logprobs(model, ids, attention, L, micro_batching=MicroBatching(4, max_tokens_per_micro_batch=12),
+                               temperature=0.8, chunk_size=0)
     valid = attention[:, -L:].bool()
     torch.testing.assert_close(budget[valid], fixed[valid], rtol=1e-5, atol=1e-6)
     assert (budget[~valid] == 0).all()

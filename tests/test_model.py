@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from train.model import (
-    ModelLoadError, build_byte_tokenizer, deepspeed_config, frozen_copy, load_pretrained, lr_lambda,
-)
+from train.engine import lr_lambda
+from train.model import ModelLoadError, build_byte_tokenizer, frozen_copy, load_pretrained
 
-from helpers import make_tiny_model
+from helpers import engine_spec, make_tiny_model
 from helpers import SMOKE, read_jsonl, run_train
 
 
@@ -59,10 +58,10 @@ def test_lr_schedule():
 
 
 def test_deepspeed_config_batch_sizes_always_ours():
-    config = deepspeed_config(
-        zero_stage=2, micro_batch_size=4, grad_accum_steps=3, world_size=2, max_grad_norm=1.0, dtype="bfloat16",
-        offload_optimizer=True, offload_param=False, overrides={"train_batch_size": 999, "zero_optimization": {"stage": 1}},
-    )
+    config = engine_spec(
+        zero_stage=2, micro_batch_size=4, grad_accum_steps=3, world_size=2, dtype="bfloat16",
+        overrides={"train_batch_size": 999, "zero_optimization": {"stage": 1}},
+    ).deepspeed_config()
     assert config["train_batch_size"] == 24 and config["gradient_accumulation_steps"] == 3
     assert config["zero_optimization"] == {"stage": 1}  # a config file's section replaces ours
     assert config["bf16"]["enabled"] and not config["fp16"]["enabled"]
@@ -87,16 +86,13 @@ def test_reference_is_placed_on_the_policy_engine_device(tokenizer, dist_single)
 
     The real engine here is on the CPU; its device is set to "meta" to stand in for a GPU, where DeepSpeed moves the
     policy and (before this fix) the reference stayed on the CPU, so a beta > 0 run failed at its first step."""
-    from train.model import build_engine, build_reference_engine
+    from helpers import build_engine
 
     model = make_tiny_model(tokenizer, seed=2)
     reference = frozen_copy(model)
-    config = deepspeed_config(zero_stage=2, micro_batch_size=2, grad_accum_steps=1, world_size=1, max_grad_norm=1.0,
-                              dtype="float32", offload_optimizer=False, offload_param=False)
-    engine = build_engine(model, config, lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                          total_steps=1, schedule="constant")
-    assert engine.zero_optimization_stage() == 2
-    engine.device = torch.device("meta")  # the accelerator DeepSpeed would have put the policy on
-    placed = build_reference_engine(reference, engine, dtype="float32")
+    engine = build_engine(model, zero_stage=2)
+    assert engine.zero_stage == 2 and not engine.sharded
+    engine.ds.device = torch.device("meta")  # the accelerator DeepSpeed would have put the policy on
+    placed = engine._place_reference(reference, dtype="float32")
     assert {p.device.type for p in placed.parameters()} == {"meta"}
     assert not any(p.requires_grad for p in placed.parameters()) and not placed.training

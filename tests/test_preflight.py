@@ -17,6 +17,7 @@ from rewards.registry import REWARD_FNS
 from train.preflight_checks import (
     GoldReport, gold_failure, gold_report, gold_summary, perfect_completion, sample_report, sample_summary,
 )
+from train.rollout import SamplingParams
 
 
 @pytest.mark.parametrize(
@@ -113,8 +114,8 @@ def test_sample_report_scores_every_sample(tokenizer):
     prepared = prepare_prompts(["What is 2 + 2?", "What is 3 + 5?"], tokenizer, template="r1_zero", system_prompt=None, prefill_think=True)
     rows = {"text": prepared.texts, "prompt_ids": prepared.ids, "answer": ["4", "8"]}
     combiner = RewardCombiner([RewardSpec("arithmetic_accuracy"), RewardSpec("tag_count", weight=0.25)])
-    samples = sample_report(make_tiny_model(tokenizer), tokenizer, rows, combiner, num_generations=2, max_completion_length=6,
-                            temperature=1.0, top_p=1.0, top_k=0, device="cpu")
+    samples = sample_report(make_tiny_model(tokenizer), tokenizer, rows, combiner, num_generations=2, device="cpu",
+                            sampling=SamplingParams(max_completion_length=6, temperature=1.0, top_p=1.0, top_k=0))
     assert [s["prompt"] for s in samples] == [prepared.texts[0]] * 2 + [prepared.texts[1]] * 2
     assert all(set(s["scores"]) == {"arithmetic_accuracy", "tag_count"} for s in samples)
     assert all(s["scores"]["arithmetic_accuracy"] in (0.0, 1.0) and 0 <= s["scores"]["tag_count"] <= 1 for s in samples)

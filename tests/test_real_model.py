@@ -23,7 +23,7 @@ from train.config import ConfigError, load_config
 from train.convert import PROVENANCE_FILE
 from train.convert import main as convert_main
 from train.model import ModelLoadError, load_pretrained, resolve_model_location
-from train.rollout import generate_rollouts
+from train.rollout import SamplingParams, generate_rollouts
 
 from helpers import GGUF, PACKAGE, SMOKE
 
@@ -157,8 +157,8 @@ def test_special_tokens_eos_and_pad(smollm2):
 
 
 def _greedy(model, tokenizer, prompts):
-    return generate_rollouts(model, tokenizer, prompts, num_generations=1, max_completion_length=48, temperature=1.0,
-                             top_p=1.0, top_k=0, device=CPU, do_sample=False)
+    return generate_rollouts(model, tokenizer, prompts, num_generations=1, device=CPU, do_sample=False,
+                             sampling=SamplingParams(max_completion_length=48, temperature=1.0, top_p=1.0, top_k=0))
 
 
 def test_generation_stops_at_eos_and_pad_other_than_eos_changes_nothing(smollm2):

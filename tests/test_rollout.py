@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from train import rollout
-from train.rollout import _completion_mask, generate_rollouts
+from train.rollout import SamplingParams, _completion_mask, generate_rollouts
 
 from helpers import encode_prompts, make_tiny_model
 
@@ -22,7 +22,7 @@ def test_generate_groups_shapes_and_masks(tokenizer):
     model = make_tiny_model(tokenizer)
     prompts = ["What is 1+1? <think>", "Hi"]
     batch = generate_rollouts(
-        model, tokenizer, encode_prompts(tokenizer, prompts), num_generations=3, max_completion_length=12, temperature=1.0, top_p=1.0, top_k=0,
+        model, tokenizer, encode_prompts(tokenizer, prompts), num_generations=3, sampling=SamplingParams(12, temperature=1.0, top_p=1.0, top_k=0),
         device=torch.device("cpu"),
     )
     N, L = 6, batch.completion_mask.shape[1]
@@ -52,7 +52,7 @@ def test_generation_samples_differ_within_group(tokenizer):
     torch.manual_seed(1)
     model = make_tiny_model(tokenizer)
     batch = generate_rollouts(
-        model, tokenizer, encode_prompts(tokenizer, ["Q"]), num_generations=4, max_completion_length=16, temperature=1.0, top_p=1.0, top_k=0,
+        model, tokenizer, encode_prompts(tokenizer, ["Q"]), num_generations=4, sampling=SamplingParams(16, temperature=1.0, top_p=1.0, top_k=0),
         device=torch.device("cpu"),
     )
     assert len(set(batch.completion_texts)) > 1
@@ -79,9 +79,11 @@ def _eos_model(tokenizer, *, every: int):
     return model
 
 
-def _rollouts(model, tokenizer, seed: int, **kwargs):
+def _rollouts(model, tokenizer, seed: int, do_sample: bool = True, **sampling):
     torch.manual_seed(seed)
-    return generate_rollouts(model, tokenizer, encode_prompts(tokenizer, PROMPTS), num_generations=3, max_completion_length=20, device=torch.device("cpu"), **kwargs)
+    return generate_rollouts(model, tokenizer, encode_prompts(tokenizer, PROMPTS), num_generations=3,
+                             sampling=SamplingParams(max_completion_length=20, **sampling), device=torch.device("cpu"),
+                             do_sample=do_sample)
 
 
 def _assert_same_batch(a, b):

@@ -8,14 +8,13 @@ import torch
 
 from data.traces import add_traces
 from data.synthetic import make_arithmetic
-from train.model import build_engine, deepspeed_config
 from data.sft_examples import (
     IGNORE_INDEX, PAD_SEGMENT, SFTExample, block_causal_mask, build_examples, collate_rows, pack_examples, step_rows,
     tokenize_example,
 )
 from train.sft import label_logprobs, sft_loss, sft_stage, sft_update
 
-from helpers import TINY_SHAPE
+from helpers import TINY_SHAPE, build_engine, engine_spec
 
 TEMPLATE = dict(template="plain", system_prompt=None, prefill_think=True)
 
@@ -117,13 +116,10 @@ def test_sft_loss_hand_computed():
 
 def _engine(tokenizer, micro_batch_size, rows_per_step, zero_stage=0):
     model = make_tiny_model(tokenizer, seed=3, attn_implementation="sdpa")
-    config = deepspeed_config(
-        zero_stage=zero_stage, micro_batch_size=micro_batch_size, grad_accum_steps=rows_per_step // micro_batch_size,
-        world_size=1, max_grad_norm=1e9, dtype="float32", offload_optimizer=False, offload_param=False,
-    )
     # eps far above |g|: AdamW's first step is lr*g/eps, linear in the gradient (tests/test_grad_accum.py's trick).
-    return build_engine(model, config, lr=1.0, betas=(0.9, 0.999), eps=1e3, weight_decay=0.0, warmup_steps=0, total_steps=1,
-                        schedule="constant")
+    return build_engine(model, zero_stage=zero_stage, micro_batch_size=micro_batch_size,
+                        grad_accum_steps=rows_per_step // micro_batch_size, max_grad_norm=1e9, lr=1.0, betas=(0.9, 0.999),
+                        eps=1e3, total_steps=1)
 
 
 def test_micro_batches_equal_one_batch(tokenizer, dist_single):
@@ -133,7 +129,7 @@ def test_micro_batches_equal_one_batch(tokenizer, dist_single):
     for micro in (4, 1):
         engine = _engine(tokenizer, micro, 4)
         before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
-        metrics = sft_update(engine, batch, micro_batch_size=micro, world_size=1, chunk_size=0)
+        metrics = sft_update(engine, batch, micro_batch_size=micro, chunk_size=0)
         results.append((metrics, {n: p.detach() - before[n] for n, p in engine.module.named_parameters()}))
     (big, big_delta), (small, small_delta) = results
     assert small["loss"] == pytest.approx(big["loss"], rel=1e-5)
@@ -156,9 +152,8 @@ def test_sft_stage_lowers_the_loss_and_returns_a_clean_trained_module(tokenizer,
     rows = add_traces(make_arithmetic(64, 0, min_digits=2, max_digits=2, ops=("+",)), "arithmetic")
     trained, result = sft_stage(
         model, tokenizer, rows, **TEMPLATE, max_length=128, packing=packing, max_steps=steps, epochs=1.0,
-        batch_size=4 if packing else 8, micro_batch_size=2 if packing else 4, lr=3e-3, weight_decay=0.0,
-        betas=(0.9, 0.99), eps=1e-8, warmup_steps=0, lr_scheduler="constant", max_grad_norm=1.0, seed=0,
-        zero_stage=zero_stage, dtype="float32", world_size=1, rank=0, show_progress=False,
+        batch_size=4 if packing else 8, seed=0, rank=0, show_progress=False,
+        engine_spec=engine_spec(zero_stage=zero_stage, micro_batch_size=2 if packing else 4, lr=3e-3),
     )
     losses = [m["loss"] for m in result.history]
     assert len(losses) == steps and all(torch.isfinite(torch.tensor(losses)))
@@ -192,9 +187,8 @@ def _two_rank_case(world_size: int, rank: int, zero_stage: int):
     rows = add_traces(make_arithmetic(48, 0, min_digits=1, max_digits=2, ops=("+", "-")), "arithmetic")
     return sft_stage(
         model, tokenizer, rows, **TEMPLATE, max_length=128, packing=False, max_steps=TWO_RANK_STEPS, epochs=1.0,
-        batch_size=8, micro_batch_size=2, lr=3e-3, weight_decay=0.0, betas=(0.9, 0.99), eps=1e-8, warmup_steps=0,
-        lr_scheduler="constant", max_grad_norm=0.5, seed=0, zero_stage=zero_stage, dtype="float32",
-        world_size=world_size, rank=rank, show_progress=False,
+        batch_size=8, seed=0, rank=rank, show_progress=False,
+        engine_spec=engine_spec(zero_stage=zero_stage, micro_batch_size=2, world_size=world_size, lr=3e-3, max_grad_norm=0.5),
     )
 
 

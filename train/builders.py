@@ -12,7 +12,6 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
 
@@ -24,7 +23,7 @@ from rewards import RewardCombiner, RewardSpec
 from train.checkpoint import SFT_CHECKPOINTS, load_checkpoint, restore_rng, resume_point
 from train.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from train.distributed import DistInfo, all_reduce_sum
-from train.engine import Engine, EngineSpec
+from train.engine import Engine
 from train.lora import add_lora
 from train.loss import GRPOLoss
 from train.micro_batches import MicroBatching
@@ -34,57 +33,9 @@ from train.preflight_checks import (
     sample_report, sample_summary,
 )
 from train.rollout import SamplingParams
+from train.settings import engine_spec, grpo_loss_fn, micro_batching, sampling_params
 from train.sft import SFTCheckpoints, SFTResult, sft_stage
 from train.tracking import RunTracker, check_output_dir, check_run_dir, make_run_dir
-
-Settings = TypeVar("Settings")
-
-
-def values_from(settings: type[Settings], *sections: Any) -> Settings:
-    """The frozen dataclass `settings` (SamplingParams, GRPOLoss, MicroBatching, ...) filled from the config keys of
-    the same names, looked up in `sections` in order. This is how settings become values once, at set-up: a new
-    option is a key in train/config.py and a field in the module that gives it meaning, and nothing in between
-    passes it on by hand."""
-    values = {}
-    for field in dataclasses.fields(settings):
-        owner = next((section for section in sections if field.name in type(section).model_fields), None)
-        if owner is None:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise TypeError(f"{settings.__name__}.{field.name}: no config key of that name in the sections given")
-            continue
-        values[field.name] = getattr(owner, field.name)
-    return settings(**values)
-
-
-def sampling_params(cfg: TrainConfig) -> SamplingParams:
-    """rollout.max_completion_length, temperature, top_p, top_k as one value for every sampler of the run."""
-    return values_from(SamplingParams, cfg.rollout)
-
-
-def grpo_loss_fn(cfg: TrainConfig) -> GRPOLoss:
-    """The GRPO loss with every grpo.* option bound (and rollout.max_completion_length, dr_grpo's constant)."""
-    return values_from(GRPOLoss, cfg.grpo, cfg.rollout)
-
-
-def micro_batching(cfg: TrainConfig) -> MicroBatching:
-    """optim.micro_batch_size rows, or an optim.max_tokens_per_micro_batch token budget."""
-    return values_from(MicroBatching, cfg.optim)
-
-
-def engine_spec(cfg: TrainConfig, *, world_size: int, rows_per_rank: int, overrides: dict | None) -> EngineSpec:
-    """The GRPO engine's spec: deepspeed.*, the optim.* optimiser and schedule, `rows_per_rank` completions per step
-    in optim.micro_batch_size micro-batches. The SFT stage takes it with sft.*'s optimiser values (cold_start)."""
-    optim = cfg.optim
-    return EngineSpec(
-        zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=optim.micro_batch_size,
-        grad_accum_steps=rows_per_rank // optim.micro_batch_size, world_size=world_size,
-        max_grad_norm=optim.max_grad_norm, dtype=cfg.model.dtype, lr=optim.lr, betas=tuple(optim.adam_betas),
-        eps=optim.adam_eps, weight_decay=optim.weight_decay, warmup_steps=optim.warmup_steps,
-        total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=optim.lr_scheduler,
-        offload_optimizer=cfg.deepspeed.offload_optimizer, offload_param=cfg.deepspeed.offload_param,
-        overrides=overrides or {},
-    )
-
 
 def build_policy(cfg: TrainConfig):
     """(model, tokenizer) from a directory or, for `model.tiny`, built from a config with a local byte tokenizer."""
@@ -205,8 +156,7 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
     spec = dataclasses.replace(
         engine_spec(cfg, world_size=dist_info.world_size, rows_per_rank=sft.batch_size // dist_info.world_size,
                     overrides=ds_overrides),
-        micro_batch_size=sft.micro_batch_size, grad_accum_steps=sft.batch_size // dist_info.world_size // sft.micro_batch_size,
-        lr=sft.lr, weight_decay=sft.weight_decay, warmup_steps=sft.warmup_steps, schedule=sft.lr_scheduler,
+        micro_batch_size=sft.micro_batch_size, lr=sft.lr, weight_decay=sft.weight_decay, warmup_steps=sft.warmup_steps, schedule=sft.lr_scheduler,
     )
     try:
         model, result = sft_stage(

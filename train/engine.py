@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,9 +51,6 @@ class EngineSpec:
     offload_optimizer: bool = False
     offload_param: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # deepspeed.config_file's JSON, applied over ours
-
-    def with_total_steps(self, total_steps: int) -> "EngineSpec":
-        return replace(self, total_steps=total_steps)
 
     def deepspeed_config(self) -> dict[str, Any]:
         """The DeepSpeed JSON. Batch sizes always come from thinkrl's config, so they cannot disagree."""

@@ -18,9 +18,11 @@ Combining shards (one per rank): every metric is `sums[key] / num_prompts`, so a
 shards on one process, given the same completions; it does not depend on how prompts were split (shard sizes may differ,
 except with `synced_gpus`, see `evaluate`). Float64 sums of 0/1 values are exact.
 
-CLI (one process, nothing distributed; the model is a saved HF directory such as a run's `final_model/`):
-    python -m train.evaluate --model runs/quickstart/final_model --config configs/quickstart.yaml \\
-        data.source=data_out/arithmetic_eval.jsonl [--split test] [--k 4] [--limit 200] [--output eval.json]
+CLI `thinkrl eval` (also `python -m train.evaluate`; one process, nothing distributed): a saved model (any `--model`
+form of train/model_source.py: HF directory, .gguf file, run directory, checkpoint) on the config's eval: section;
+the flags override eval.split, eval.limit, eval.k and eval.batch_size, and eval.source=SOURCE another prompt set:
+    thinkrl eval --model runs/quickstart --config configs/quickstart.yaml [--split test] [--k 4] [--limit 200] \\
+        [eval.source=data_out/arithmetic_eval.jsonl] [--output eval.json]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
+from train.cli_args import CommandParser, add_config_arguments, print_error, program
 from train.rollout import SamplingParams, generate_rollouts
 
 if TYPE_CHECKING:
@@ -234,61 +237,71 @@ def evaluate(
 # CLI: evaluate a saved checkpoint alone.
 
 
+COMMAND = "eval"
+_FROM_EVAL_SECTION = {"split": "eval.split", "limit": "eval.limit", "k": "eval.k", "batch_size": "eval.batch_size"}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m train.evaluate",
-        description="Evaluate a saved HF model directory on the config's data and rewards. Extra `key.sub=value` "
-        "arguments override the YAML (e.g. data.source=eval.jsonl: a single-file or synthetic source ignores --split).",
+    from train.model_source import MODEL_HELP
+
+    parser = CommandParser(
+        COMMAND,
+        description="Evaluate a model on the config's held-out set (its eval: section), prompted with its data "
+        "template and scored by its rewards: greedy pass@1, sampled pass@k and mean@k at the rollout section's "
+        "temperature, top_p, top_k and max_completion_length. Each eval setting comes from, first to last: its flag, "
+        "a `key.sub=value` override, the config's eval: section (source, split, limit, k, batch_size), the built-in "
+        "default. The prompts are eval.source; evaluate another set with eval.source=SOURCE.",
     )
-    parser.add_argument("--model", required=True, help="HF model directory, e.g. runs/NAME/final_model")
-    parser.add_argument("--config", required=True, help="YAML experiment file (data, template, rewards, rollout settings)")
-    parser.add_argument("--split", default=None, help="dataset split (default: the config's data.split)")
-    parser.add_argument("--k", type=int, default=None, help="samples per prompt for pass@k (default: rollout.num_generations; <= 1 skips)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many prompts")
-    parser.add_argument("--batch-size", type=int, default=32, help="completions per generate call")
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    add_config_arguments(parser, config_help="YAML experiment file: its eval, data (template, columns), rewards and "
+                         "rollout sections")
+    parser.add_argument("--split", default=None, help="dataset split (default: eval.split)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many prompts (default: eval.limit)")
+    parser.add_argument("--k", type=int, default=None, help="samples per prompt for pass@k and mean@k; 1 skips sampling "
+                        "(default: eval.k)")
+    parser.add_argument("--batch-size", type=int, default=None, help="completions per generate call (default: eval.batch_size)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: the config's seed)")
     parser.add_argument("--num-samples", type=int, default=4, help="greedy completions written to the JSON")
     parser.add_argument("--output", default=None, help="write metrics, samples and per-prompt values here as JSON")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.source=eval.jsonl")
     return parser.parse_intermixed_args(argv)
 
 
-def _check_model_dir(path: str) -> None:
-    from train.config import ConfigError
-
-    if not (Path(path).expanduser() / "config.json").is_file():
-        raise ConfigError(f"--model {path}: no HF model directory there (config.json not found)")
+def eval_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides, then the eval flags given as overrides of the eval: section (so they win)."""
+    flags = [f"{key}={getattr(args, name)}" for name, key in _FROM_EVAL_SECTION.items() if getattr(args, name) is not None]
+    return [*args.overrides, *flags]
 
 
 def run(args: argparse.Namespace) -> dict:
     """Load config, model, data and rewards as the trainer does, evaluate, print a table; returns the JSON record."""
-    from train.builders import build_rewards, load_prompts, read_prompt_rows, sampling_params
-    from train.config import load_config
-    from train.model import load_pretrained
+    from train.builders import build_rewards, load_prompts, read_prompt_rows
+    from train.settings import sampling_params
+    from train.config import ConfigError, load_config
+    from train.model_source import load_model, resolve_model
 
-    _check_model_dir(args.model)  # before any heavy loading: a typo fails at once
-    overrides = list(args.overrides)
-    overrides += [f"data.split={args.split}"] if args.split is not None else []
-    overrides += [f"data.limit={args.limit}"] if args.limit is not None else []
+    source = resolve_model(args.model)  # before any heavy loading: a typo fails at once
+    overrides = eval_overrides(args)
     cfg = load_config(args.config, overrides)
+    if cfg.eval.source is None:
+        raise ConfigError(f"eval.source: {args.config} has no held-out set to evaluate; name one with eval.source=SOURCE")
     combiner, _, correct_reward = build_rewards(cfg)
-    rows = read_prompt_rows(cfg.data, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit, key="data.source")
-    model, tokenizer = load_pretrained(args.model, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-                                       trust_remote_code=cfg.model.trust_remote_code)
+    rows = read_prompt_rows(cfg.data, source=cfg.eval.source, split=cfg.eval.split, limit=cfg.eval.limit, key="eval.source")
+    model, tokenizer = load_model(source, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                                  trust_remote_code=cfg.model.trust_remote_code)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     model.to(device)
-    dataset, dropped = load_prompts(cfg.data, tokenizer, rows, source=cfg.data.source, min_prompts=1, key="data.source")
+    dataset, dropped = load_prompts(cfg.data, tokenizer, rows, source=cfg.eval.source, min_prompts=1, key="eval.source")
     rows = dataset.to_dict()
     prompts, prompt_ids = rows.pop("text"), rows.pop("prompt_ids")
-    k = cfg.rollout.num_generations if args.k is None else args.k
+    k = cfg.eval.k
     seed = cfg.seed if args.seed is None else args.seed
-    print(f"thinkrl.evaluate: {len(prompts)} prompts from {cfg.data.source} (split {cfg.data.split}; {dropped} over "
-          f"max_prompt_length dropped) | k={k} | {device}", flush=True)
+    print(f"{program(COMMAND)}: {source.label}: {len(prompts)} prompts from {cfg.eval.source} (split {cfg.eval.split}; "
+          f"{dropped} over max_prompt_length dropped) | k={k} | {device}", flush=True)
     with combiner:
         result = evaluate(
             model, tokenizer, prompt_ids, prompts, rows, combiner, correct_reward=correct_reward, k=k,
-            sampling=sampling_params(cfg), batch_size=args.batch_size, device=device,
+            sampling=sampling_params(cfg), batch_size=cfg.eval.batch_size, device=device,
             seed=seed, num_samples=args.num_samples,
             show_progress=args.progress,
         )
@@ -296,14 +309,15 @@ def run(args: argparse.Namespace) -> dict:
     for key, value in result.metrics.items():
         print(f"  {key:<{width}}  {value:.4f}")
     return {
-        "model": args.model, "config": args.config, "overrides": overrides, "source": cfg.data.source,
-        "split": cfg.data.split, "k": k, "seed": seed, "correct_reward": correct_reward, "metrics": result.metrics,
+        "model": source.label, "config": args.config, "overrides": overrides, "source": cfg.eval.source,
+        "split": cfg.eval.split, "k": k, "seed": seed, "correct_reward": correct_reward, "metrics": result.metrics,
         "samples": result.samples, "per_prompt": result.per_prompt,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m train.evaluate ...`. Bad input (config, model path, data) exits 2 with a one-line error."""
+    """`thinkrl eval` (also `python -m train.evaluate`). Bad input (config, model path, data) exits 2 with one
+    `thinkrl eval: error:` line."""
     args = parse_args(argv)
     from train.config import ConfigError
     from train.model import ModelLoadError
@@ -311,13 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = run(args)
     except (ConfigError, ModelLoadError) as exc:
-        print(f"thinkrl.evaluate: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return print_error(COMMAND, str(exc))
     if args.output is not None:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"thinkrl.evaluate: wrote {out}", flush=True)
+        print(f"{program(COMMAND)}: wrote {out}", flush=True)
     return 0
 
 

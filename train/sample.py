@@ -1,14 +1,15 @@
 """Rejection sampling (DeepSeek-R1 arXiv:2501.12948 §2.3.3): k completions per prompt from a model, scored by the
 config's rewards, the ones that pass a keep rule written as JSONL rows that an `sft:` section reads as they are.
 
-    python -m train.sample --config configs/quickstart.yaml --model runs/quickstart/final_model \\
+    thinkrl sample --config configs/quickstart.yaml --model runs/quickstart \\
         --output traces.jsonl --k 8 --keep correct [--dedup] [--limit 500] [key.sub=value ...]
     torchrun --nproc_per_node 2 -m train.sample ...        # disjoint shards of the prompts, one file in the end
 
-The model is anything the trainer loads: an HF directory (a run's `final_model/`), `--gguf-file` inside `--model`,
-or, without `--model`, the config's own `model` section. Prompts come from `data.source` (rendered with the data
-section's template, tokenised by the one prompt preparation, data/prompts.py); sampling uses the rollout section
-(temperature, top_p, top_k, max_completion_length); rewards the rewards section.
+The model is `--model` in any form of train/model_source.py (an HF directory, a .gguf file, a run directory: its
+`final_model/`, a checkpoint of a run, an HF Hub name), or, without `--model`, the config's own `model` section.
+Prompts come from `data.source` (rendered with the data section's template, tokenised by the one prompt preparation,
+data/prompts.py); sampling uses the rollout section (temperature, top_p, top_k, max_completion_length); rewards the
+rewards section.
 
 Keep rules (`--keep`): `correct` keeps the samples scoring >= 1 on the accuracy reward (rewards.accuracy_reward, else
 the first); `best_of_k` the highest-total sample of each prompt (the first on ties; none if no reward applied);
@@ -41,17 +42,26 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from train.cli_args import CommandParser, add_config_arguments, print_error, program
+
+COMMAND = "sample"
 KEEP_RULES = ("correct", "best_of_k", "all")
 SEED_STRIDE = 1_000_003
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train.sample", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML experiment file (data, template, rollout, rewards)")
+    from train.model_source import MODEL_HELP
+
+    parser = CommandParser(COMMAND, description="Rejection sampling: k completions per prompt of data.source from a "
+                           "model, scored by the config's rewards; the kept ones (--keep) written as JSONL rows that an "
+                           "sft: section reads as they are. Sampling settings: the rollout section. Resumable; "
+                           "`torchrun ... -m train.sample` shards the prompts.")
+    add_config_arguments(parser, accepts_local_rank=True,
+                         config_help="YAML experiment file (data, template, rollout, rewards; model unless --model)")
     parser.add_argument("--output", required=True, help="JSONL file to write the kept rows to")
-    parser.add_argument("--model", default=None, help="HF model directory (e.g. runs/NAME/final_model), or the directory "
-                        "holding --gguf-file; default: the config's model section")
-    parser.add_argument("--gguf-file", default=None, help="a GGUF file inside --model")
+    parser.add_argument("--model", default=None, help=f"{MODEL_HELP}; default: the config's model section")
+    parser.add_argument("--gguf-file", default=None, help="a GGUF file inside the directory --model (the same as "
+                        "--model DIR/NAME.gguf)")
     parser.add_argument("--k", type=int, default=8, help="samples per prompt")
     parser.add_argument("--keep", choices=KEEP_RULES, default="correct", help="which samples to write")
     parser.add_argument("--dedup", action="store_true", help="drop repeated completion texts of a prompt")
@@ -60,11 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--exclude", action="append", default=[], metavar="SOURCE",
                         help="skip prompts that also appear in SOURCE (a data.source spec; repeatable), e.g. the "
                         "teacher's training prompts, so traces come from prompts it never trained on")
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.source=questions.jsonl")
     args = parser.parse_intermixed_args(argv)
     if args.k < 1:
-        parser.error("--k must be at least 1")
+        parser.error(f"--k {args.k}: must be at least 1")
+    if args.gguf_file is not None and args.model is None:
+        parser.error(f"--gguf-file {args.gguf_file}: needs --model, the directory holding it")
     return args
 
 
@@ -151,14 +161,16 @@ def exclude_prompts(cfg, tokenizer, dataset, sources: list[str]):
 
 
 def sample(args: argparse.Namespace) -> dict:
-    from train.builders import build_policy, build_rewards, load_prompts, read_prompt_rows, sampling_params
+    from train.builders import build_policy, build_rewards, load_prompts, read_prompt_rows
+    from train.settings import sampling_params
     from train.config import load_config
     from train.distributed import all_reduce_sum, barrier, init_distributed
+    from train.model_source import load_model, resolve_model
     from train.rollout import generate_rollouts
 
+    # --model before anything loads, so a typo fails at once; without it, the config's model section.
+    model_source = resolve_model(args.model, args.gguf_file) if args.model is not None else None
     overrides = list(args.overrides)
-    if args.model is not None:
-        overrides += [f"model.name_or_path={args.model}", "model.tiny=null", f"model.gguf_file={args.gguf_file or 'null'}"]
     if args.limit is not None:
         overrides.append(f"data.limit={args.limit}")
     cfg = load_config(args.config, overrides)
@@ -167,7 +179,11 @@ def sample(args: argparse.Namespace) -> dict:
     rank, world = dist_info.rank, dist_info.world_size
     combiner, reward_names, accuracy_reward = build_rewards(cfg)
     source_rows = read_prompt_rows(cfg.data, source=cfg.data.source, split=cfg.data.split, limit=cfg.data.limit, key="data.source")
-    model, tokenizer = build_policy(cfg)
+    if model_source is None:
+        model, tokenizer = build_policy(cfg)
+    else:
+        model, tokenizer = load_model(model_source, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                                      trust_remote_code=cfg.model.trust_remote_code)
     model.to(dist_info.device).eval()
     dataset, dropped = load_prompts(cfg.data, tokenizer, source_rows, source=cfg.data.source, min_prompts=1, key="data.source")
     dataset, excluded = exclude_prompts(cfg, tokenizer, dataset, args.exclude)
@@ -191,11 +207,9 @@ def sample(args: argparse.Namespace) -> dict:
             if int(part.stem.split("-")[1]) >= world:
                 clean_part(part, done)
     todo = [i for i in range(num_prompts) if i not in done][rank::world]
-    model_name = args.model or cfg.model.name_or_path or "model.tiny"
-    if args.gguf_file:
-        model_name += f"/{args.gguf_file}"
+    model_name = model_source.label if model_source is not None else (cfg.model.name_or_path or "model.tiny")
     if dist_info.is_main:
-        print(f"thinkrl.sample: {num_prompts} prompts from {cfg.data.source} ({dropped} over max_prompt_length dropped; "
+        print(f"{program(COMMAND)}: {num_prompts} prompts from {cfg.data.source} ({dropped} over max_prompt_length dropped; "
               f"{excluded} in --exclude sources skipped; {len(done)} already done) | k={args.k} | keep={args.keep}{' +dedup' if args.dedup else ''} | "
               f"world size {world} | {dist_info.device}", flush=True)
 
@@ -252,14 +266,14 @@ def sample(args: argparse.Namespace) -> dict:
         summary.update(kept_rows=len(ordered), prompts_done=len(finished), prompts_excluded=excluded)
         output.with_name(output.name + ".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         rates = ", ".join(f"{name} {rate:.1%}" for name, rate in summary["acceptance_rate"].items())
-        print(f"thinkrl.sample: {len(finished)}/{num_prompts} prompts done; {summary['samples_now']} samples this run, "
+        print(f"{program(COMMAND)}: {len(finished)}/{num_prompts} prompts done; {summary['samples_now']} samples this run, "
               f"{summary['kept_now']} kept ({args.keep}); acceptance (score >= 1): {rates}; "
               f"{summary['tokens_per_second']:.0f} tokens/s; {len(ordered)} rows in {output}", flush=True)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m train.sample ...`. Bad input exits 2 with a one-line error."""
+    """`thinkrl sample` (also `python -m train.sample`). Bad input exits 2 with one `thinkrl sample: error:` line."""
     args = parse_args(argv)
     from train.config import ConfigError
     from train.distributed import LauncherError, destroy
@@ -269,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         sample(args)
         return 0
     except (ConfigError, ModelLoadError, LauncherError) as exc:
-        print(f"thinkrl.sample: error: {'; '.join(line.strip() for line in str(exc).splitlines() if line.strip())}",
-              file=sys.stderr, flush=True)
-        return 2
+        return print_error(COMMAND, str(exc))
     finally:
         destroy()
 

@@ -23,7 +23,7 @@ import copy
 import gc
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -136,7 +136,8 @@ def sft_stage(
     stop_signal: Callable[[], int | None] | None = None,
 ):
     """SFT `model` on `rows` ({prompt, completion}) through its own engine, built from `engine_spec` (its
-    micro_batch_size, world size, optimiser and schedule; total_steps is set here); returns (module, SFTResult).
+    micro_batch_size, world size, optimiser and schedule; the step count and accumulation are set here from the rows
+    and batch_size); returns (module, SFTResult).
 
     The returned module is a copy of `model` taken before DeepSpeed touched it, loaded with the trained full weights
     on every rank (gathered under ZeRO-3), on CPU like a freshly loaded model, with no DeepSpeed hooks: hand it to
@@ -166,7 +167,7 @@ def sft_stage(
     per_rank = batch_size // world_size
 
     pristine = copy.deepcopy(model)  # hook-free copy; receives the trained weights at the end
-    engine = Engine.build(model, engine_spec.with_total_steps(steps))
+    engine = Engine.build(model, replace(engine_spec, total_steps=steps, grad_accum_steps=per_rank // micro_batch_size))
     history: list[dict[str, float]] = []
     start_step, elapsed_before = 0, 0.0
     if checkpoints is not None and checkpoints.resume_from is not None:

@@ -1,0 +1,66 @@
+"""Settings as values: each stage's settings built once from the config into a frozen value the component that gives
+them meaning defines (SamplingParams in train/rollout.py, GRPOLoss in train/loss.py, MicroBatching in
+train/micro_batches.py, EngineSpec in train/engine.py), then handed down. Nothing between the config and that component
+passes a knob on by hand: a new loss option is a key in train/config.py's GRPOConfig and a field of GRPOLoss, and
+`values_from` carries it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from train.config import TrainConfig
+from train.engine import EngineSpec
+from train.loss import GRPOLoss
+from train.micro_batches import MicroBatching
+from train.rollout import SamplingParams
+
+Settings = TypeVar("Settings")
+
+
+def values_from(settings: type[Settings], *sections: Any) -> Settings:
+    """The frozen dataclass `settings` (SamplingParams, GRPOLoss, MicroBatching, ...) filled from the config keys of
+    the same names, looked up in `sections` in order. This is how settings become values once, at set-up: a new
+    option is a key in train/config.py and a field in the module that gives it meaning, and nothing in between
+    passes it on by hand."""
+    values = {}
+    for field in dataclasses.fields(settings):
+        owner = next((section for section in sections if field.name in type(section).model_fields), None)
+        if owner is None:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise TypeError(f"{settings.__name__}.{field.name}: no config key of that name in the sections given")
+            continue
+        values[field.name] = getattr(owner, field.name)
+    return settings(**values)
+
+
+def sampling_params(cfg: TrainConfig) -> SamplingParams:
+    """rollout.max_completion_length, temperature, top_p, top_k as one value for every sampler of the run."""
+    return values_from(SamplingParams, cfg.rollout)
+
+
+def grpo_loss_fn(cfg: TrainConfig) -> GRPOLoss:
+    """The GRPO loss with every grpo.* option bound (and rollout.max_completion_length, dr_grpo's constant)."""
+    return values_from(GRPOLoss, cfg.grpo, cfg.rollout)
+
+
+def micro_batching(cfg: TrainConfig) -> MicroBatching:
+    """optim.micro_batch_size rows, or an optim.max_tokens_per_micro_batch token budget."""
+    return values_from(MicroBatching, cfg.optim)
+
+
+def engine_spec(cfg: TrainConfig, *, world_size: int, rows_per_rank: int, overrides: dict | None) -> EngineSpec:
+    """The GRPO engine's spec: deepspeed.*, the optim.* optimiser and schedule, `rows_per_rank` completions per step
+    in optim.micro_batch_size micro-batches. The SFT stage takes it with sft.*'s micro-batch and optimiser values
+    (cold_start; sft_stage sets its step count and accumulation)."""
+    optim = cfg.optim
+    return EngineSpec(
+        zero_stage=cfg.deepspeed.zero_stage, micro_batch_size=optim.micro_batch_size,
+        grad_accum_steps=rows_per_rank // optim.micro_batch_size, world_size=world_size,
+        max_grad_norm=optim.max_grad_norm, dtype=cfg.model.dtype, lr=optim.lr, betas=tuple(optim.adam_betas),
+        eps=optim.adam_eps, weight_decay=optim.weight_decay, warmup_steps=optim.warmup_steps,
+        total_steps=cfg.max_steps * cfg.grpo.num_iterations, schedule=optim.lr_scheduler,
+        offload_optimizer=cfg.deepspeed.offload_optimizer, offload_param=cfg.deepspeed.offload_param,
+        overrides=overrides or {},
+    )

@@ -5,7 +5,7 @@ shape; ``None`` = not applicable) built on a pure, never-raising per-sample ``sc
 the names and ``combine.py`` for how they are run, timed out and summed.
 """
 
-from rewards.combine import RewardCombiner, RewardOutput, RewardSpec
+from rewards.combine import CORRECT_SCORE, RewardCombiner, RewardOutput, RewardSpec, is_correct
 from rewards.registry import REWARD_FNS, resolve_reward
 
-__all__ = ["REWARD_FNS", "RewardCombiner", "RewardOutput", "RewardSpec", "resolve_reward"]
+__all__ = ["CORRECT_SCORE", "REWARD_FNS", "RewardCombiner", "RewardOutput", "RewardSpec", "is_correct", "resolve_reward"]

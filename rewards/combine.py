@@ -43,6 +43,21 @@ from rewards.registry import REWARD_FNS, resolve_reward
 
 logger = logging.getLogger(__name__)
 
+CORRECT_SCORE = 1.0
+"""A completion is correct when the accuracy reward (rewards.accuracy_reward) gives it at least this: accuracy rewards
+score 1 for a right answer (partial credit, e.g. countdown's format-only 0.1, stays below)."""
+
+
+def is_correct(score: float | None) -> bool:
+    """The one "is correct" rule: training `accuracy`, eval pass@k, the preflight and `thinkrl sample --keep correct`.
+    NaN and None (the reward did not apply) are not correct.
+
+    >>> is_correct(1.0), is_correct(0.1), is_correct(float("nan")), is_correct(None)
+    (True, False, False, False)
+    """
+    return score is not None and score >= CORRECT_SCORE
+
+
 INLINE_REWARDS = frozenset(
     {
         "gsm8k_accuracy",
@@ -82,6 +97,41 @@ class RewardOutput:
     def skipped_counts(self) -> dict[str, int]:
         """name -> completions that reward skipped (logged as ``reward_skipped/NAME``)."""
         return {name: sum(flags) for name, flags in self.skipped.items()}
+
+    def select(self, rows: list[int]) -> "RewardOutput":
+        """The scores of completions `rows`, in that order. Failure and timeout counts stay those of every completion
+        scored (kept or not): they count the reward's work, not the rows."""
+        def pick(values: list) -> list:
+            return [values[r] for r in rows]
+
+        return RewardOutput(
+            total=pick(self.total), per_reward={name: pick(v) for name, v in self.per_reward.items()},
+            failures=dict(self.failures), timeouts=dict(self.timeouts),
+            skipped={name: pick(v) for name, v in self.skipped.items()},
+            applicable=pick(self.applicable) if self.applicable else [],
+        )
+
+    @staticmethod
+    def concat(outputs: list["RewardOutput"]) -> "RewardOutput":
+        """The completions of `outputs`, in order, as one output; failure and timeout counts add up."""
+        def join(get) -> list:
+            return [value for output in outputs for value in get(output)]
+
+        def add(get) -> dict[str, int]:
+            total: dict[str, int] = {}
+            for output in outputs:
+                for name, count in get(output).items():
+                    total[name] = total.get(name, 0) + count
+            return total
+
+        first = outputs[0]
+        return RewardOutput(
+            total=join(lambda o: o.total),
+            per_reward={name: join(lambda o, n=name: o.per_reward[n]) for name in first.per_reward},
+            failures=add(lambda o: o.failures), timeouts=add(lambda o: o.timeouts),
+            skipped={name: join(lambda o, n=name: o.skipped[n]) for name in first.skipped},
+            applicable=join(lambda o: o.applicable),
+        )
 
 
 def _check_builtin_options(spec: RewardSpec, fn) -> None:

@@ -2,7 +2,6 @@
 and the `python -m train.evaluate` CLI on a saved tiny checkpoint."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from rewards import RewardCombiner, RewardSpec
 from train.evaluate import evaluate, main, metrics_from_sums, pass_at_k, prompt_metrics, sum_per_prompt
 from train.rollout import SamplingParams, generate_rollouts
 
-from helpers import encode_prompts, make_tiny_model
+from helpers import child_env, encode_prompts, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -106,7 +105,7 @@ def _combiner():
 
 
 def _evaluate(model, tokenizer, **overrides):
-    kwargs = dict(correct_reward="arithmetic_accuracy", k=3, batch_size=4, device="cpu", num_samples=2,
+    kwargs = dict(accuracy_reward="arithmetic_accuracy", k=3, batch_size=4, device="cpu", num_samples=2,
                   sampling=SamplingParams(max_completion_length=8, temperature=1.0, top_p=1.0, top_k=0))
     kwargs.update(overrides)
     with _combiner() as combiner:
@@ -148,14 +147,36 @@ def test_greedy_is_deterministic_and_leaves_rng_alone(tokenizer, tiny):
     assert first.samples[1]["completion"] == tokenizer.decode(out[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def test_sampling_is_seeded(tokenizer, tiny):
-    a, b = _evaluate(tiny, tokenizer, seed=7), _evaluate(tiny, tokenizer, seed=7)
-    assert a.per_prompt == b.per_prompt
+def _sampled_texts(monkeypatch, model, tokenizer, seed):
+    """The k sampled completions [B*k] of one evaluate() call, as its generation path (generate_rollouts) made them."""
+    import train.evaluate
+
+    sampled = []
+
+    def recording(*args, do_sample, **kwargs):
+        batch = generate_rollouts(*args, do_sample=do_sample, **kwargs)
+        if do_sample:  # the pass@k samples; the greedy pass has do_sample=False
+            sampled.extend(batch.completion_texts)
+        return batch
+
+    monkeypatch.setattr(train.evaluate, "generate_rollouts", recording)
+    _evaluate(model, tokenizer, seed=seed)
+    assert len(sampled) == len(PROMPTS) * 3  # k=3 per prompt
+    return sampled
 
 
-def test_evaluate_rejects_unknown_correct_reward(tokenizer, tiny):
-    with pytest.raises(ValueError, match="correct_reward"):
-        _evaluate(tiny, tokenizer, correct_reward="math_accuracy")
+def test_sampling_is_seeded(monkeypatch, tokenizer, tiny):
+    """The same seed gives the same sampled texts, another seed other texts (a random model gets every prompt wrong,
+    so comparing correctness would pass whatever the seeding did)."""
+    a = _sampled_texts(monkeypatch, tiny, tokenizer, seed=7)
+    assert len(set(a)) > 1  # really sampled: not one text repeated
+    assert _sampled_texts(monkeypatch, tiny, tokenizer, seed=7) == a
+    assert _sampled_texts(monkeypatch, tiny, tokenizer, seed=8) != a
+
+
+def test_evaluate_rejects_unknown_accuracy_reward(tokenizer, tiny):
+    with pytest.raises(ValueError, match="accuracy_reward"):
+        _evaluate(tiny, tokenizer, accuracy_reward="math_accuracy")
 
 
 def test_greedy_wrapper_matches_generate_rollouts_layout(tokenizer, tiny):
@@ -178,19 +199,17 @@ def saved_model(tmp_path_factory, tokenizer, tiny):
 
 def test_cli_evaluates_saved_model(saved_model, tmp_path):
     out = tmp_path / "eval" / "out.json"
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
     result = subprocess.run(
         [sys.executable, "-m", "train.evaluate", "--model", str(saved_model), "--config", str(SMOKE),
-         "data.source=synthetic:arithmetic?n=16&seed=1", "rollout.max_completion_length=8", "--k", "2", "--limit", "6",
+         "eval.source=synthetic:arithmetic?n=16&seed=1", "rollout.max_completion_length=8", "--k", "2", "--limit", "6",
          "--output", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "eval/pass@1" in result.stdout  # the printed table
     record = json.loads(out.read_text())
-    assert record["k"] == 2 and record["correct_reward"] == "arithmetic_accuracy"
+    assert record["k"] == 2 and record["accuracy_reward"] == "arithmetic_accuracy"
+    assert record["source"] == "synthetic:arithmetic?n=16&seed=1"  # the eval section, as overridden
     assert record["metrics"]["eval/num_prompts"] == 6  # --limit
     assert {"eval/pass@1", "eval/pass@2", "eval/mean@2", "eval/rewards/format_lenient"} <= set(record["metrics"])
     assert len(record["per_prompt"]["eval/pass@1"]) == 6 and record["samples"]
@@ -200,4 +219,4 @@ def test_cli_bad_model_path_is_one_line_error(tmp_path, capsys):
     code = main(["--model", str(tmp_path / "nope"), "--config", str(SMOKE)])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err.startswith("thinkrl.evaluate: error: --model") and "config.json not found" in err and "\n" not in err
+    assert err.startswith(f"thinkrl eval: error: --model {tmp_path / 'nope'}: no such file or directory") and "\n" not in err

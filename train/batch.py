@@ -1,5 +1,8 @@
-"""Named batch containers. Dimensions: B prompts (this rank), G group size, N = B*G completions, P prompt length
-(left-padded), L completion length (right-padded), V vocabulary."""
+"""Named batch containers, with the operations that keep every field together (select, concat, per_completion).
+
+Dimensions as in the README: B prompts per step over all W ranks (rollout.prompts_per_step), G group size, P prompt
+length (left-padded), L completion length (right-padded), V vocabulary. A container holds one rank's share: its
+b = B/W prompts and N = b*G completions (rows)."""
 
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ import torch
 
 @dataclass
 class RolloutBatch:
-    """What sampling produced on this rank. Rows are group-major: completions of prompt b are rows b*G .. b*G+G-1."""
+    """What sampling produced on this rank. Rows are group-major: completions of prompt i are rows i*G .. i*G+G-1."""
 
     input_ids: torch.Tensor  # [N, P+L] prompt (left-padded) followed by completion (right-padded)
     attention_mask: torch.Tensor  # [N, P+L] 1 for real prompt and completion tokens (completion up to and incl. EOS)
     completion_mask: torch.Tensor  # [N, L] 1 for completion tokens up to and including the first EOS
     prompt_length: int  # P
-    group_size: int  # G: rows b*G .. b*G+G-1 are the completions of prompt b
+    group_size: int  # G: rows i*G .. i*G+G-1 are the completions of prompt i
     completion_texts: list[str]  # [N] decoded completions, special tokens removed
     truncated: torch.Tensor  # [N] bool: no EOS within max_completion_length
 
@@ -29,10 +32,51 @@ class RolloutBatch:
         return self.completion_mask.sum(dim=1)
 
     def per_completion(self, values: list) -> list:
-        """[B] per-prompt values (a dataset column) -> [N], each repeated for the G completions of its prompt."""
+        """[b] per-prompt values (a dataset column) -> [N], each repeated for the G completions of its prompt."""
         if len(values) * self.group_size != len(self.completion_texts):
             raise ValueError(f"{len(values)} values for {len(self.completion_texts)} completions in groups of {self.group_size}")
         return [value for value in values for _ in range(self.group_size)]
+
+    def select_groups(self, groups: list[int]) -> "RolloutBatch":
+        """The completions of prompts `groups` (indices into this rank's b prompts), in that order, whole groups."""
+        rows = [g * self.group_size + i for g in groups for i in range(self.group_size)]
+        index = torch.tensor(rows, dtype=torch.long, device=self.input_ids.device)
+        return RolloutBatch(
+            input_ids=self.input_ids[index], attention_mask=self.attention_mask[index],
+            completion_mask=self.completion_mask[index.to(self.completion_mask.device)], prompt_length=self.prompt_length,
+            group_size=self.group_size, completion_texts=[self.completion_texts[r] for r in rows],
+            truncated=self.truncated[index.to(self.truncated.device)],
+        )
+
+    @staticmethod
+    def concat(batches: list["RolloutBatch"], pad_token_id: int) -> "RolloutBatch":
+        """The rows of `batches`, in order, as one batch: prompts left-padded and completions right-padded to the
+        widest batch (padding has attention and completion mask 0)."""
+        P = max(b.prompt_length for b in batches)
+        L = max(b.completion_mask.shape[1] for b in batches)
+        input_ids, attention_mask, completion_mask = [], [], []
+        for b in batches:
+            prompt_ids, completion_ids = b.input_ids[:, : b.prompt_length], b.input_ids[:, b.prompt_length :]
+            prompt_mask, completion_attention = b.attention_mask[:, : b.prompt_length], b.attention_mask[:, b.prompt_length :]
+            input_ids.append(torch.cat([_pad_to(prompt_ids, P, pad_token_id, left=True),
+                                        _pad_to(completion_ids, L, pad_token_id, left=False)], 1))
+            attention_mask.append(torch.cat([_pad_to(prompt_mask, P, 0, left=True),
+                                             _pad_to(completion_attention, L, 0, left=False)], 1))
+            completion_mask.append(_pad_to(b.completion_mask, L, 0, left=False))
+        return RolloutBatch(
+            input_ids=torch.cat(input_ids), attention_mask=torch.cat(attention_mask), completion_mask=torch.cat(completion_mask),
+            prompt_length=P, group_size=batches[0].group_size,
+            completion_texts=[text for b in batches for text in b.completion_texts],
+            truncated=torch.cat([b.truncated for b in batches]),
+        )
+
+
+def _pad_to(tensor: torch.Tensor, width: int, value: int, *, left: bool) -> torch.Tensor:
+    missing = width - tensor.shape[1]
+    if missing == 0:
+        return tensor
+    padding = tensor.new_full((tensor.shape[0], missing), value)
+    return torch.cat([padding, tensor] if left else [tensor, padding], dim=1)
 
 
 @dataclass

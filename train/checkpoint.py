@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from train.distributed import barrier
+from train.files import write_atomic
 
 LATEST = "latest"
 COMPLETE = "COMPLETE"
@@ -58,12 +59,6 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(engine, root: Path, step: int, trainer_state: dict[str, Any], *, rank: int, world_size: int, keep_last: int,
                     stage: str = "grpo") -> Path:
     """Collective: every rank calls it. Returns the final checkpoint directory. `stage` ("grpo" or "sft") is written
@@ -82,11 +77,11 @@ def save_checkpoint(engine, root: Path, step: int, trainer_state: dict[str, Any]
     barrier()
     if rank == 0:
         with _write_errors(root, staging, tag):
-            _write_atomic(staging / tag / COMPLETE, json.dumps({"step": step, "world_size": world_size, "stage": stage}))
+            write_atomic(staging / tag / COMPLETE, json.dumps({"step": step, "world_size": world_size, "stage": stage}))
             _remove(final)  # a checkpoint of the same step from an earlier attempt
             os.replace(staging / tag, final)
             shutil.rmtree(staging, ignore_errors=True)
-            _write_atomic(root / LATEST, tag)
+            write_atomic(root / LATEST, tag)
         _prune(root, keep_last)
     barrier()
     return final

@@ -72,14 +72,18 @@ def init_distributed(local_rank_arg: int | None = None, timeout_s: float = 1800)
     import deepspeed  # after DS_ACCELERATOR is set: DeepSpeed picks its accelerator on import
 
     backend = "nccl" if use_cuda else "gloo"
+    device = local_device(local_rank)
     if use_cuda:
         torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device, backend=backend)
+
+
+def local_device(local_rank: int = 0) -> torch.device:
+    """This process's device: GPU `local_rank` when there is a GPU, else the CPU. Before an engine exists this is the
+    one answer (init_distributed, the single-process commands); once it does, ask the engine (Engine.device)."""
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
 # What gloo / NCCL / the c10d store raise when another rank died (its connections closed) or hung past the timeout.

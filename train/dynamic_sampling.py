@@ -33,10 +33,10 @@ class DynamicSamplingLimit(RuntimeError):
 
 @dataclass
 class SampledGroups:
-    """One rank's sampled and scored groups: B prompts, G completions each (group-major rows)."""
+    """One rank's sampled and scored groups: b = B/W prompts, G completions each (group-major rows)."""
 
-    prompt_texts: list[str]  # [B] rendered prompts
-    columns: dict[str, list]  # [B] per-prompt dataset columns (answer, ...)
+    prompt_texts: list[str]  # [b] rendered prompts
+    columns: dict[str, list]  # [b] per-prompt dataset columns (answer, ...)
     rollout: RolloutBatch  # [B*G] completions
     scored: RewardOutput  # [B*G] rewards
 
@@ -45,90 +45,32 @@ class SampledGroups:
         return len(self.prompt_texts)
 
 
-def _pad_to(tensor: torch.Tensor, width: int, value: int, *, left: bool) -> torch.Tensor:
-    missing = width - tensor.shape[1]
-    if missing == 0:
-        return tensor
-    padding = tensor.new_full((tensor.shape[0], missing), value)
-    return torch.cat([padding, tensor] if left else [tensor, padding], dim=1)
-
-
 def select_groups(part: SampledGroups, groups: list[int]) -> SampledGroups:
-    """The groups `groups` (indices into part's B prompts) of `part`, in that order."""
+    """The groups `groups` (indices into part's b prompts) of `part`, in that order."""
     G = part.rollout.group_size
-    rows = [g * G + i for g in groups for i in range(G)]
-    index = torch.tensor(rows, dtype=torch.long)
-    rollout, scored = part.rollout, part.scored
-
-    def pick(values: list) -> list:
-        return [values[r] for r in rows]
-
     return SampledGroups(
         prompt_texts=[part.prompt_texts[g] for g in groups],
         columns={name: [values[g] for g in groups] for name, values in part.columns.items()},
-        rollout=RolloutBatch(
-            input_ids=rollout.input_ids[index.to(rollout.input_ids.device)],
-            attention_mask=rollout.attention_mask[index.to(rollout.attention_mask.device)],
-            completion_mask=rollout.completion_mask[index.to(rollout.completion_mask.device)],
-            prompt_length=rollout.prompt_length, group_size=G, completion_texts=pick(rollout.completion_texts),
-            truncated=rollout.truncated[index.to(rollout.truncated.device)],
-        ),
-        scored=RewardOutput(
-            total=pick(scored.total), per_reward={name: pick(v) for name, v in scored.per_reward.items()},
-            failures=dict(scored.failures), timeouts=dict(scored.timeouts),
-            skipped={name: pick(v) for name, v in scored.skipped.items()}, applicable=pick(scored.applicable),
-        ),
+        rollout=part.rollout.select_groups(groups),
+        scored=part.scored.select([g * G + i for g in groups for i in range(G)]),
     )
 
 
 def concat_groups(parts: list[SampledGroups], pad_token_id: int) -> SampledGroups:
-    """The groups of `parts`, in order, as one batch: prompts left-padded and completions right-padded to the widest
-    part (padding has attention and completion mask 0). Failure and timeout counts add up over the parts (every
-    scored completion counts, kept or not)."""
-    P = max(p.rollout.prompt_length for p in parts)
-    L = max(p.rollout.completion_mask.shape[1] for p in parts)
-    input_ids, attention_mask, completion_mask = [], [], []
-    for part in parts:
-        r = part.rollout
-        prompt_ids, completion_ids = r.input_ids[:, : r.prompt_length], r.input_ids[:, r.prompt_length :]
-        prompt_mask, completion_attention = r.attention_mask[:, : r.prompt_length], r.attention_mask[:, r.prompt_length :]
-        input_ids.append(torch.cat([_pad_to(prompt_ids, P, pad_token_id, left=True), _pad_to(completion_ids, L, pad_token_id, left=False)], 1))
-        attention_mask.append(torch.cat([_pad_to(prompt_mask, P, 0, left=True), _pad_to(completion_attention, L, 0, left=False)], 1))
-        completion_mask.append(_pad_to(r.completion_mask, L, 0, left=False))
-
-    def join(get) -> list:
-        return [value for part in parts for value in get(part)]
-
-    def add_counts(get) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for part in parts:
-            for name, count in get(part).items():
-                total[name] = total.get(name, 0) + count
-        return total
-
-    first = parts[0]
+    """The groups of `parts`, in order, as one batch (RolloutBatch.concat pads to the widest part). Failure and
+    timeout counts add up over the parts (every scored completion counts, kept or not)."""
     return SampledGroups(
-        prompt_texts=join(lambda p: p.prompt_texts),
-        columns={name: join(lambda p, n=name: p.columns[n]) for name in first.columns},
-        rollout=RolloutBatch(
-            input_ids=torch.cat(input_ids), attention_mask=torch.cat(attention_mask), completion_mask=torch.cat(completion_mask),
-            prompt_length=P, group_size=first.rollout.group_size, completion_texts=join(lambda p: p.rollout.completion_texts),
-            truncated=torch.cat([p.rollout.truncated for p in parts]),
-        ),
-        scored=RewardOutput(
-            total=join(lambda p: p.scored.total),
-            per_reward={name: join(lambda p, n=name: p.scored.per_reward[n]) for name in first.scored.per_reward},
-            failures=add_counts(lambda p: p.scored.failures), timeouts=add_counts(lambda p: p.scored.timeouts),
-            skipped={name: join(lambda p, n=name: p.scored.skipped[n]) for name in first.scored.skipped},
-            applicable=join(lambda p: p.scored.applicable),
-        ),
+        prompt_texts=[text for part in parts for text in part.prompt_texts],
+        columns={name: [v for part in parts for v in part.columns[name]] for name in parts[0].columns},
+        rollout=RolloutBatch.concat([part.rollout for part in parts], pad_token_id),
+        scored=RewardOutput.concat([part.scored for part in parts]),
     )
 
 
 def fill_with_informative_groups(
     draw: Callable[[], SampledGroups], *, max_num_gen_batches: int, on_limit: str, pad_token_id: int, device=None,
 ) -> tuple[SampledGroups, dict[str, float]]:
-    """Call `draw` (one round: this rank's B prompts sampled and scored) until this rank holds B informative groups
+    """Call `draw` (one round: this rank's b = B/W prompts sampled and scored) until this rank holds b informative groups
     and so does every other rank, or `max_num_gen_batches` rounds were drawn. Collective: every rank calls it, and
     they all make the same number of rounds. Returns (B groups, informative ones first; metrics summed over ranks:
     rounds, groups drawn, informative groups drawn, zero-spread groups padded in, whether the bound was hit)."""

@@ -113,18 +113,6 @@ def _chunk_logprobs(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: tor
     return logprobs, entropy
 
 
-def _gathered_copy(linear: torch.nn.Module):
-    """`linear`'s ZeRO-3 shards gathered (a collective) into a frozen plain-tensor copy: a callable x -> x W^T + b."""
-    import functools
-
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(list(linear.parameters()), modifier_rank=None):
-        weight = linear.weight.detach().clone()
-        bias = None if getattr(linear, "bias", None) is None else linear.bias.detach().clone()
-    return functools.partial(torch.nn.functional.linear, weight=weight, bias=bias)
-
-
 def chunk_tokens(chunk_size: int, vocab_size: int, num_tokens: int) -> int:
     """Tokens per LM-head chunk: `chunk_size` (0 = all `num_tokens` in one chunk), lowered so that one chunk's
     [C, V] logits hold at most MAX_CHUNK_LOGITS elements.
@@ -166,7 +154,9 @@ def lm_head_logprobs(
     if sharded and not any(p.requires_grad for p in lm_head.parameters()):
         # A frozen LM head (LoRA) under ZeRO-3 is not re-gathered when the backward recomputes a checkpointed chunk (the
         # recomputation would see a 0-element placeholder): gather it once into a plain tensor for this call.
-        lm_head = _gathered_copy(lm_head)
+        from train.engine import gathered_linear
+
+        lm_head = gathered_linear(lm_head)
     logprob_chunks, entropy_chunks = [], []
     for start in range(0, num_chunks * step, step):
         args = (lm_head, hidden[start : start + step], targets[start : start + step], temperature, with_entropy)

@@ -12,8 +12,8 @@ Deliberate deviations from the paper: no KL term by default (beta = 0, as DAPO a
 (epsilon_high); the loss normaliser is selectable (loss_type); rewards of a whole step are gathered over ranks before
 advantages are computed, so group statistics never depend on how prompts were split across ranks.
 
-Launch (from the repo root):
-    python -m train --config configs/quickstart.yaml [key.sub=value ...]
+Launch (from the repo root; `thinkrl train` = `python -m train train` = `python -m train`, train/cli.py):
+    thinkrl train --config configs/quickstart.yaml [key.sub=value ...]
     torchrun --nproc_per_node 2 -m train --config configs/quickstart.yaml deepspeed.zero_stage=2
     deepspeed --num_gpus 2 --module train --config configs/X.yaml
     accelerate launch --config_file launch/accelerate.yaml --num_processes 2 -m train --config configs/X.yaml
@@ -36,6 +36,7 @@ from train.advantages import group_advantages, kept_rows
 from train.batch import TrainBatch
 from train.builders import Run, setup
 from train.checkpoint import CheckpointError, capture_rng, export_policy, save_checkpoint
+from train.cli_args import CommandParser, add_config_arguments, one_line, print_error, program
 from train.config import ConfigError, TrainConfig, load_config
 from train.dynamic_sampling import DynamicSamplingLimit, SampledGroups, fill_with_informative_groups
 from train.distributed import DistInfo, LauncherError, all_gather_tensor, all_reduce_sum, destroy, init_distributed, peer_lost
@@ -53,16 +54,19 @@ class TrainingAborted(RuntimeError):
     """The run cannot go on (e.g. too many non-finite steps in a row); the message says why."""
 
 
+COMMAND = "train"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="thinkrl", description="GRPO training. Extra `key.sub=value` arguments override the YAML.")
-    parser.add_argument("--config", required=True, help="YAML experiment file, e.g. configs/quickstart.yaml")
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # appended by the deepspeed launcher
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. rollout.temperature=0.8")
+    parser = CommandParser(COMMAND, description="GRPO training from a YAML config (after its optional SFT stage) into the "
+                           "run directory output_dir/run_name. Several GPUs or nodes: launch/ (torchrun, deepspeed, "
+                           "accelerate, SLURM) run `-m train --config X.yaml`.")
+    add_config_arguments(parser, accepts_local_rank=True)
     return parser.parse_intermixed_args(argv)
 
 
 def sample_groups(run: Run, cfg: TrainConfig, seconds: dict[str, float]) -> SampledGroups:
-    """This rank's next B prompts, G sampled completions each, scored; adds its wall time to `seconds`."""
+    """This rank's next B/W prompts, G sampled completions each, scored; adds its wall time to `seconds`."""
     t_start = time.perf_counter()
     rows = run.dataset.select(run.sampler.next_indices()).to_dict()
     prompt_texts, prompt_ids = rows.pop("text"), rows.pop("prompt_ids")
@@ -136,7 +140,7 @@ def held_out_eval(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict
     with run.engine.generation_weights(gather=cfg.rollout.gather_zero3_params) as policy:
         result = evaluate(
             policy, run.tokenizer, run.eval_rows["prompt_ids"], run.eval_rows["text"], columns, run.combiner,
-            correct_reward=run.accuracy_reward, k=cfg.eval.k, sampling=run.sampling, batch_size=cfg.eval.batch_size,
+            accuracy_reward=run.accuracy_reward, k=cfg.eval.k, sampling=run.sampling, batch_size=cfg.eval.batch_size,
             device=run.engine.device, seed=cfg.seed + dist_info.rank, num_samples=cfg.log.num_samples,
             show_progress=dist_info.is_main, synced_gpus=run.engine.lockstep,
         )
@@ -222,43 +226,36 @@ _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 PEER_LOST_EXIT = 4
 
 
-def _one_line(message: str) -> str:
-    # Several config errors at once are joined, so the user still sees one `thinkrl: error:` line.
-    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m train` and the `thinkrl` script. Bad input exits 2 with a one-line error."""
+    """`thinkrl train` (also `python -m train.main`). Bad input exits 2 with one `thinkrl train: error:` line; a run
+    stopped by its own limits exits 3, one lost to a dead peer 4, a pre-empted one 128 + the signal number."""
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
         dist_info = init_distributed(args.local_rank, timeout_s=cfg.ddp_timeout)
         run_dir = train(cfg, args.config, dist_info)
         if dist_info.is_main:
-            print(f"thinkrl: done; run directory {run_dir}", flush=True)
+            print(f"{program(COMMAND)}: done; run directory {run_dir}", flush=True)
         return 0
     except (ConfigError, ModelLoadError, LauncherError, CheckpointError) as exc:
-        print(f"thinkrl: error: {_one_line(str(exc))}", file=sys.stderr, flush=True)
-        return 2
+        return print_error(COMMAND, str(exc))
     except (TrainingAborted, DynamicSamplingLimit) as exc:
-        print(f"thinkrl: stopped: {exc}", file=sys.stderr, flush=True)
+        print(f"{program(COMMAND)}: stopped: {one_line(str(exc))}", file=sys.stderr, flush=True)
         return 3
     except Preempted as exc:
         if dist_info.is_main:
-            print(f"thinkrl: signal {exc.signal_number}: {exc}; exiting", flush=True)
+            print(f"{program(COMMAND)}: signal {exc.signal_number}: {exc}; exiting", flush=True)
         return 128 + exc.signal_number
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
             # A disk that filled up (or went read-only) mid-run, outside a checkpoint save: not a bug, so no traceback.
-            print(f"thinkrl: error: {exc.filename}: {exc.strerror}; checkpoints already saved are intact; free space and "
-                  "resume with checkpoint.resume=auto", file=sys.stderr, flush=True)
-            return 2
+            return print_error(COMMAND, f"{exc.filename}: {exc.strerror}; checkpoints already saved are intact; free "
+                               "space and resume with checkpoint.resume=auto")
         if peer_lost(exc):
             # A node died (its sockets closed: noticed at once) or hung past ddp_timeout: one line, never a hang.
-            print(f"thinkrl: error: rank {dist_info.rank}: lost contact with another rank (a node died, hung or left the "
-                  f"network) in a collective ({_one_line(str(exc))[:300]}); checkpoints saved so far are intact: restart "
-                  "every node with checkpoint.resume=auto", file=sys.stderr, flush=True)
-            return PEER_LOST_EXIT
+            return print_error(COMMAND, f"rank {dist_info.rank}: lost contact with another rank (a node died, hung or "
+                               f"left the network) in a collective ({one_line(str(exc))[:300]}); checkpoints saved so "
+                               "far are intact: restart every node with checkpoint.resume=auto", status=PEER_LOST_EXIT)
         raise
     finally:
         destroy()

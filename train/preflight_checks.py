@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rewards.combine import is_correct
 from train.rollout import SamplingParams, generate_rollouts
 
 THINK_OPEN = "<think>"
@@ -159,7 +160,7 @@ def gold_report(split: str, rows: dict[str, list], combiner, accuracy_reward: st
         columns["completion_length"] = list(count_tokens(completions))
     scored = combiner(completions, prompts, columns)
     accuracy, skipped = scored.per_reward[accuracy_reward], scored.skipped[accuracy_reward]
-    kinds = ["not_applicable" if n_a else ("correct" if score >= 1.0 else "below_one") for score, n_a in zip(accuracy, skipped)]
+    kinds = ["not_applicable" if n_a else ("correct" if is_correct(score) else "below_one") for score, n_a in zip(accuracy, skipped)]
     examples: dict[str, list[dict]] = {"below_one": [], "not_applicable": []}
     for i, kind in enumerate(kinds):
         if kind != "correct" and len(examples[kind]) < num_examples:

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 from train.config import TrainConfig
-from train.engine import EngineSpec
+from train.engine_spec import EngineSpec
 from train.loss import GRPOLoss
 from train.micro_batches import MicroBatching
 from train.rollout import SamplingParams

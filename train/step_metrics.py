@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rewards import RewardOutput
+from rewards import CORRECT_SCORE, RewardOutput
 from train.advantages import zero_std_fraction
 from train.batch import RolloutBatch
 from train.distributed import all_gather_tensor
@@ -65,7 +65,7 @@ def step_metrics(
 def _accuracy(scores: torch.Tensor) -> float:
     """Fraction of the completions the accuracy reward judged (not NaN) that score >= 1."""
     judged = scores[~scores.isnan()]
-    return (judged >= 1.0).float().mean().item() if judged.numel() else float("nan")
+    return (judged >= CORRECT_SCORE).float().mean().item() if judged.numel() else float("nan")  # rewards.is_correct
 
 
 def step_samples(prompt_texts: list[str], rollout: RolloutBatch, scored: RewardOutput, num_samples: int) -> list[dict]:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from train.config import ConfigError
+from train.files import write_atomic
 
 
 def make_run_dir(output_dir: str, run_name: str | None, config_stem: str) -> Path:
@@ -87,14 +88,7 @@ def _truncate_after(path: Path, step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line torn by the crash
-    _write_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # A kill mid-write leaves the old file, never half of the new one.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 class RunTracker:
@@ -120,7 +114,7 @@ class RunTracker:
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         if resume_step is not None:
             # Lines past the checkpoint were logged by the interrupted run after its last save; the resumed run
             # writes those steps again, so drop them to keep one line per step.

@@ -1,5 +1,6 @@
-"""What several test files share: the CLI runner and run-directory checks, the tiny model, a fixed GRPO batch and its
-update, the multi-process worker launcher. Test files import from here, never from each other."""
+"""What several test files share: the environment of every child process (child_env), the CLI runner and run-directory
+checks, the tiny model, a fixed GRPO batch and its update, the multi-process worker launcher. Test files import from
+here, never from each other."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,21 +74,29 @@ ADVERSARIAL = {  # label -> a completion
 
 # --- the command line -------------------------------------------------------------------------------------------------
 
-def child_env() -> dict[str, str]:
-    """The environment of a child run: without the pytest process's own process-group variables (an in-process test
-    may have set MASTER_PORT to a port this process still holds)."""
+# The pytest process's own single-rank process group (train.distributed.init_distributed, the dist_single fixture):
+# its MASTER_PORT may be a port this process still holds, so no child may inherit these.
+PROCESS_GROUP_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def child_env(extra: dict[str, str] | None = None, *, drop: Iterable[str] = (),
+              path: Iterable[str | Path] = ()) -> dict[str, str]:
+    """The environment of every child process the tests start: this process's environment on CPU (DS_ACCELERATOR=cpu,
+    gloo over loopback, no tokenizer threads) without PROCESS_GROUP_VARS and the names in `drop`; then `extra` on top
+    (it wins: a network namespace's GLOO_SOCKET_IFNAME, a launcher's MASTER_PORT, DS_ACCELERATOR=cuda); then the
+    directories in `path` in front of PATH."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+    for name in (*PROCESS_GROUP_VARS, *drop):
         env.pop(name, None)
+    env.update(extra or {})
+    if path:
+        env["PATH"] = os.pathsep.join([*map(str, path), env.get("PATH", "")])
     return env
 
 
 def run_train(args, *, cwd=REPO, timeout=600, launcher=None, env=None):
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
     command = (launcher or [sys.executable]) + ["-m", "train", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=cwd, env=child_env(env), capture_output=True, text=True, timeout=timeout)
 
 
 def read_jsonl(path):
@@ -198,10 +208,7 @@ def run_update(tokenizer, batch, micro_batch_size, loss_type):
 
 def launch_worker(command: list[str], out_dir: Path, cases: list[str]) -> dict[str, dict]:
     out_dir.mkdir()
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
-    result = subprocess.run([*command, str(WORKER), str(out_dir), *cases], cwd=REPO, env=env, capture_output=True,
+    result = subprocess.run([*command, str(WORKER), str(out_dir), *cases], cwd=REPO, env=child_env(), capture_output=True,
                             text=True, timeout=300)
     if result.returncode != 0:  # every rank's error lines first (the root cause is often not in the tail), then the tail
         (out_dir / "stderr.txt").write_text(result.stderr)

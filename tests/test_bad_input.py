@@ -1,7 +1,8 @@
-"""Bad input is one `thinkrl: error:` line and exit 2, before anything heavy runs (issue 12, point 5): unreadable data
+"""Bad input is one `thinkrl train: error:` line and exit 2, before anything heavy runs (issue 12, point 5): unreadable data
 named by file and line, a non-finite float in the config, malformed YAML, an unusable output_dir, a reward module
 that exits on import, a checkpoint of another model shape. A disk that fills up during a checkpoint is one line too,
-and the checkpoint before it stays `latest`."""
+and the checkpoint before it stays `latest`. The same one-line format for every other command (sample, eval, preflight,
+convert, report) through the `thinkrl` script: tests/test_cli.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import REPO, SMOKE, make_tiny_model, run_train
+from helpers import REPO, SMOKE, child_env, make_tiny_model, run_train
 
 # On the old code several of these cases trained instead of failing: keep any such run to one short step.
 FAST = ["eval.source=null", "max_steps=1", "rollout.max_completion_length=8", "log.report=false"]
@@ -27,7 +28,7 @@ NO_MODEL = ["model.tiny=null", "model.name_or_path=/nonexistent/model"]
 def error_lines(result) -> list[str]:
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("thinkrl: error:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("thinkrl train: error:")]
     assert len(lines) == 1, result.stderr[-3000:]
     # Nothing else on stderr continues the message: the next line after it is not part of it.
     tail = result.stderr[result.stderr.index(lines[0]) + len(lines[0]):].strip()
@@ -91,7 +92,7 @@ def test_unreadable_data_is_one_line_naming_file_and_line(tmp_path, key, make, e
     out = tmp_path / "runs"
     result = run_train(["--config", str(SMOKE), *FAST, *NO_MODEL, f"{key}={path}", f"output_dir={out}"], timeout=300)
     [line] = error_lines(result)
-    assert line.startswith(f"thinkrl: error: {key}: {path}"), line
+    assert line.startswith(f"thinkrl train: error: {key}: {path}"), line
     for fragment in expected:
         assert fragment in line, line
     assert not out.exists(), "nothing is written when the input is bad"
@@ -162,7 +163,7 @@ def test_read_only_output_dir_is_refused_before_the_model_loads(tmp_path):
             stack.callback(out.chmod, 0o755)
         result = run_train(["--config", str(SMOKE), *FAST, *NO_MODEL, f"output_dir={out}"], timeout=300)
         [line] = error_lines(result)
-        assert f"thinkrl: error: output_dir: {out}: not writable" in line, line
+        assert f"thinkrl train: error: output_dir: {out}: not writable" in line, line
 
 
 def test_nearly_full_output_dir_is_refused_before_the_model_loads(tmp_path):
@@ -181,10 +182,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path):
         args = ["--config", str(SMOKE), *FAST, "max_steps=6", "checkpoint.every=2", "checkpoint.keep_last=2",
                 "rollout.prompts_per_step=2", "rollout.num_generations=2", "optim.micro_batch_size=4",
                 f"output_dir={disk}", "run_name=r"]
-        env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-            env.pop(name, None)
-        process = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
         latest = disk / "r" / "checkpoints" / "latest"
         deadline = time.time() + 300

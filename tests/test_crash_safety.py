@@ -8,7 +8,6 @@ and samples.jsonl hold every step exactly once and equal an uninterrupted run's,
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import time
 import pytest
 import torch
 
-from helpers import REPO, SMOKE, comparable, final_weights, read_jsonl, run_train
+from helpers import REPO, SMOKE, child_env, comparable, final_weights, read_jsonl, run_train
 
 # Small and quick: 2 prompts x 2 completions, 8 tokens; checkpoints at steps 3, 6 and 7, only the newest kept.
 FAST = ["eval.source=null", "rollout.prompts_per_step=2", "rollout.num_generations=2", "optim.micro_batch_size=4",
@@ -26,10 +25,7 @@ FAST = ["eval.source=null", "rollout.prompts_per_step=2", "rollout.num_generatio
 
 
 def start(args):
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -165,8 +161,8 @@ def test_rerunning_a_run_name_without_resume_is_one_line_and_touches_nothing(tmp
     before = snapshot(tmp_path)
     result = run_train(["--config", str(SMOKE), *FAST, "max_steps=1", f"output_dir={tmp_path}", "run_name=smoke"], timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("thinkrl: error:")]
-    assert errors == [f"thinkrl: error: run_name: {run_dir} already holds a run (config.yaml, metrics.jsonl, samples.jsonl, "
+    errors = [line for line in result.stderr.splitlines() if line.startswith("thinkrl train: error:")]
+    assert errors == [f"thinkrl train: error: run_name: {run_dir} already holds a run (config.yaml, metrics.jsonl, samples.jsonl, "
                       "checkpoints); pass checkpoint.resume=auto to continue it, or choose another run_name"], result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert snapshot(tmp_path) == before, "nothing of the earlier run is written over or pruned"

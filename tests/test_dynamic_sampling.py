@@ -131,7 +131,7 @@ def test_filter_groups_bound_pads_or_stops(tmp_path):
     assert any(r["filter_groups/hit_limit"] == 1.0 and r["filter_groups/groups_padded"] > 0 and r["zero_std_fraction"] > 0 for r in records)
     stopped = run_train([*common, "run_name=error", "rollout.filter_groups.on_limit=error"])
     assert stopped.returncode == 3
-    assert stopped.stderr.strip().splitlines()[-1].startswith("thinkrl: stopped: rollout.filter_groups:")
+    assert stopped.stderr.strip().splitlines()[-1].startswith("thinkrl train: stopped: rollout.filter_groups:")
 
 
 @pytest.mark.slow

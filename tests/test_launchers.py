@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SMOKE, assert_trained_run
+from helpers import SMOKE, assert_trained_run, child_env
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SCRIPT = REPO / "launch" / "slurm.sbatch"
@@ -26,13 +26,9 @@ def _free_port() -> int:
 
 
 def run_launcher(command: list[str], *, env: dict[str, str] | None = None, path_prepend: Path | None = None, timeout=600):
-    full_env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        full_env.pop(name, None)  # the pytest process's own single-rank group must not leak into the child
     # torchrun / deepspeed / accelerate of this interpreter's environment, whatever PATH says.
-    dirs = [str(path_prepend)] if path_prepend else []
-    full_env["PATH"] = os.pathsep.join([*dirs, str(Path(sys.executable).parent), full_env.get("PATH", "")])
-    full_env.update(env or {})
+    dirs = [path_prepend] if path_prepend else []
+    full_env = child_env(env, path=[*dirs, Path(sys.executable).parent])
     return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -176,7 +172,7 @@ def test_slurm_master_address_from_long_or_empty_node_list(tmp_path):
 
 
 def test_slurm_outside_an_allocation_says_so():
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    clean = child_env(drop=[k for k in os.environ if k.startswith("SLURM_")])
     result = subprocess.run(["bash", str(SLURM_SCRIPT), "configs/X.yaml"], cwd=REPO, env=clean, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode != 0 and "SLURM_NNODES is not set" in result.stderr

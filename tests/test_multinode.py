@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, SMOKE, WORKER, assert_same_run, assert_same_training, launch_worker, read_jsonl
+from helpers import REPO, SMOKE, WORKER, assert_same_run, assert_same_training, child_env, launch_worker, read_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
@@ -102,12 +102,10 @@ def hosts():
 
 
 def host_env(hosts: Hosts, i: int, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-           "GLOO_SOCKET_IFNAME": hosts.ifnames[i], **extra}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
+    """A child's environment on host i: gloo over that host's own interface, one OpenMP thread per rank, and this
+    interpreter's torchrun / deepspeed first on PATH."""
+    return child_env({"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": hosts.ifnames[i], **extra},
+                     path=[Path(sys.executable).parent])
 
 
 def start_node(hosts: Hosts, i: int, args: list[str]) -> subprocess.Popen:
@@ -251,7 +249,7 @@ def test_a_node_killed_mid_run_stops_the_other_then_both_resume(hosts, straight,
     took = time.monotonic() - killed_at
     print(f"host 0 exited {took:.1f} s after host 1 was killed (status {rc})")
     assert rc != 0 and took < DEATH_BOUND_S, (rc, took, stderr[-3000:])
-    assert "thinkrl: error: rank 0: lost contact with another rank" in stderr, stderr[-3000:]
+    assert "thinkrl train: error: rank 0: lost contact with another rank" in stderr, stderr[-3000:]
     finish(nodes[1:], timeout=60)
     assert not (tmp_path / "lost" / "final_model").exists()
 
@@ -288,7 +286,7 @@ def test_sigterm_to_both_hosts_saves_one_checkpoint_and_resumes(hosts, straight,
         signal_host(name, signal.SIGTERM)
     results = finish(nodes, timeout=120)
     assert all(rc != 0 for rc, _, _ in results)
-    assert f"thinkrl: signal {int(signal.SIGTERM)}: checkpoint saved at step" in results[0][1], results[0][2][-3000:]
+    assert f"thinkrl train: signal {int(signal.SIGTERM)}: checkpoint saved at step" in results[0][1], results[0][2][-3000:]
     checkpoints = tmp_path / "preempted" / "checkpoints"
     latest = checkpoints / (checkpoints / "latest").read_text().strip()
     marker = json.loads((latest / "COMPLETE").read_text())

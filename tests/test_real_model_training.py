@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from helpers import REPO, TORCHRUN, read_jsonl, run_train
+from helpers import REPO, TORCHRUN, child_env, read_jsonl, run_train
 
 REAL = REPO / "configs" / "smollm2_basic_arithmetic.yaml"
 # reasoning-gym's verifier is the accuracy; the brevity reward (weight 0.1) makes sure a 2-step run has groups with a
@@ -89,14 +88,10 @@ def test_grpo_on_the_real_model_trains_resumes_exactly_exports_and_evaluates(smo
     assert_every_weight_moved(final, smollm2_dir)
 
     # Held-out evaluation of the export by the standalone command agrees with the trainer's own end-of-run eval.
-    from train.config import load_config
-
-    eval_source = load_config(REAL).eval.source
-    result = subprocess.run(
+    result = subprocess.run(  # the config's eval section: the trainer's held-out set
         [sys.executable, "-m", "train.evaluate", "--model", str(final), "--config", str(REAL), "--k", "1", "--limit", "8",
-         "--batch-size", "8", "--output", str(tmp_path / "eval.json"), f"data.source={eval_source}", REWARDS,
-         "rollout.max_completion_length=24"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+         "--batch-size", "8", "--output", str(tmp_path / "eval.json"), REWARDS, "rollout.max_completion_length=24"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=child_env())
     assert result.returncode == 0, result.stderr[-3000:]
     standalone = json.loads((tmp_path / "eval.json").read_text())["metrics"]
     for key in ("eval/pass@1", "eval/reward", "eval/completion_length", "eval/truncated_fraction"):

@@ -145,8 +145,8 @@ def test_reward_runs_in_the_pool_with_its_timeout():
 def test_trainer_reports_a_bad_task_as_a_data_source_error(tmp_path):
     result = run_train(["--config", str(SMOKE), "data.source=reasoning_gym:leg_countin", f"output_dir={tmp_path}"])
     assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("thinkrl: error:")]
-    assert errors and errors[0].startswith("thinkrl: error: data.source: reasoning_gym:leg_countin: unknown reasoning_gym task")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("thinkrl train: error:")]
+    assert errors and errors[0].startswith("thinkrl train: error: data.source: reasoning_gym:leg_countin: unknown reasoning_gym task")
 
 
 @pytest.mark.slow

@@ -147,7 +147,7 @@ def test_cli(tmp_path, capsys):
     assert main([str(tmp_path), "--smoothing", "0"]) == 0
     assert (tmp_path / "report" / SUMMARY).is_file() and SUMMARY in capsys.readouterr().out
     assert main([str(tmp_path / "missing")]) == 2
-    assert capsys.readouterr().err.startswith("thinkrl.report: error:")
+    assert capsys.readouterr().err.startswith("thinkrl report: error:")
 
 
 def test_cli_subprocess(tmp_path):

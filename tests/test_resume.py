@@ -1,7 +1,6 @@
 """Never lose a run: exact resume after a kill, atomic checkpoints, pre-emption signals, the non-finite guard."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,14 +8,11 @@ import time
 
 import pytest
 
-from helpers import SMOKE, REPO, assert_same_run, read_jsonl, run_train
+from helpers import SMOKE, REPO, assert_same_run, child_env, read_jsonl, run_train
 
 def start_train(args, launcher=None):
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
     command = (launcher or [sys.executable]) + ["-m", "train", *args]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_step(process, metrics_path, step, timeout=300):
@@ -66,7 +62,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     metrics_before = (tmp_path / "r" / "metrics.jsonl").read_text()
     result = run_train([*args, "max_steps=2", "checkpoint.resume=auto"])
     assert result.returncode == 2
-    assert "thinkrl: error: checkpoint.resume:" in result.stderr and "step_00000001" in result.stderr
+    assert "thinkrl train: error: checkpoint.resume:" in result.stderr and "step_00000001" in result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == metrics_before, "nothing written over"
 

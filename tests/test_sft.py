@@ -14,7 +14,7 @@ from data.sft_examples import (
 )
 from train.sft import label_logprobs, sft_loss, sft_stage, sft_update
 
-from helpers import TINY_SHAPE, build_engine, engine_spec
+from helpers import TINY_SHAPE, build_engine, child_env, engine_spec
 
 TEMPLATE = dict(template="plain", system_prompt=None, prefill_think=True)
 
@@ -201,9 +201,7 @@ def test_two_ranks_zero2_match_one_process(tmp_path, dist_single):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(DS_ACCELERATOR="cpu", GLOO_SOCKET_IFNAME="lo", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               PYTHONPATH=f"{repo}{os.pathsep}{repo / 'tests'}")
+    env = child_env({"OMP_NUM_THREADS": "1", "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests'}"})
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, str(tmp_path)]
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -3,7 +3,6 @@ run stopped in the middle of SFT (SIGKILL, SIGTERM; SIGUSR1 to one of 2 ranks) w
 GRPO steps after it and the same final weights as a run that was never stopped."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from helpers import REPO, SMOKE, TORCHRUN, assert_same_run, comparable, read_jsonl, run_train
+from helpers import REPO, SMOKE, TORCHRUN, assert_same_run, child_env, comparable, read_jsonl, run_train
 
 SFT_STEPS = 80
 SFT = ("sft={source: 'synthetic:arithmetic?n=400&seed=2&max_digits=2&ops=add', max_steps: %d, batch_size: 4, "
@@ -21,10 +20,7 @@ COMMON = ["--config", str(SMOKE), SFT, "eval.source=null", "max_steps=2", "rewar
 
 
 def start(args, launcher=None):
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    return subprocess.Popen([*(launcher or [sys.executable]), "-m", "train", *args], cwd=REPO, env=env,
+    return subprocess.Popen([*(launcher or [sys.executable]), "-m", "train", *args], cwd=REPO, env=child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -80,7 +76,7 @@ def test_sft_stage_resumes_exactly_after_a_kill(tmp_path, straight, how):
     stdout, stderr = process.communicate(timeout=120)
     if how == "sigterm":  # saved where it was, said so, exited as a pre-empted job does
         assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-        assert f"thinkrl: signal {int(signal.SIGTERM)}: SFT checkpoint saved at SFT step" in stdout
+        assert f"thinkrl train: signal {int(signal.SIGTERM)}: SFT checkpoint saved at SFT step" in stdout
     else:
         assert process.returncode == -signal.SIGKILL
     step = assert_stopped_mid_sft(tmp_path / "killed")
@@ -115,7 +111,7 @@ def test_two_rank_sft_stage_resumes_exactly_after_sigusr1_to_one_rank(tmp_path):
     rank_one.send_signal(signal.SIGUSR1)
     stdout, stderr = process.communicate(timeout=180)
     assert process.returncode != 0
-    assert f"thinkrl: signal {int(signal.SIGUSR1)}: SFT checkpoint saved at SFT step" in stdout, (stdout + stderr)[-3000:]
+    assert f"thinkrl train: signal {int(signal.SIGUSR1)}: SFT checkpoint saved at SFT step" in stdout, (stdout + stderr)[-3000:]
     step = assert_stopped_mid_sft(tmp_path / "signalled")
     marker = json.loads((tmp_path / "signalled" / "sft_checkpoints" / f"step_{step:08d}" / "COMPLETE").read_text())
     assert marker == {"step": step, "world_size": 2, "stage": "sft"}

@@ -4,7 +4,7 @@ Metrics (all are means over prompts of a per-prompt value, so shards of a prompt
 
 | key | per-prompt value |
 |---|---|
-| `eval/pass@1` | 1 if the greedy completion scores >= 1 on `correct_reward`, else 0 |
+| `eval/pass@1` | 1 if the greedy completion scores >= 1 on `accuracy_reward`, else 0 |
 | `eval/pass@K` | unbiased pass@K estimate from n = K samples (Chen et al. 2021, eq. 1): 1 if any of the K is correct |
 | `eval/mean@K` | fraction of the K samples that are correct (= the unbiased pass@1 estimate from sampling) |
 | `eval/reward`, `eval/rewards/NAME` | weighted total reward / each reward's unweighted score of the greedy completion |
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
+from rewards.combine import is_correct
 from train.cli_args import CommandParser, add_config_arguments, print_error, program
 from train.rollout import SamplingParams, generate_rollouts
 
@@ -152,7 +153,7 @@ def evaluate(
     columns: dict[str, list],
     combiner: RewardCombiner,
     *,
-    correct_reward: str,
+    accuracy_reward: str,
     k: int,
     sampling: SamplingParams,
     batch_size: int,
@@ -169,7 +170,7 @@ def evaluate(
             data/prompts.py: the same tokenisation as in training).
         prompts: [B] the rendered prompt strings (the `text` column), handed to the rewards and the samples.
         columns: dataset columns for the rewards, each a list of B values (answer, numbers, ...; not `text`).
-        combiner: scores completions; `correct_reward` is one of its reward names, and a completion is correct when
+        combiner: scores completions; `accuracy_reward` is one of its reward names, and a completion is correct when
             that reward's score is >= 1 (the trainer's `accuracy` rule).
         k: samples per prompt for pass@k / mean@k (n = k); k <= 1 skips sampling.
         sampling: max_completion_length for both passes; temperature, top-p and top-k for the k samples (the greedy
@@ -182,8 +183,8 @@ def evaluate(
             number of `generate` calls; give every rank the same number of prompts.
     """
     names = [spec.name for spec in combiner.specs]
-    if correct_reward not in names:
-        raise ValueError(f"correct_reward {correct_reward!r} is not one of the combiner's rewards {names}")
+    if accuracy_reward not in names:
+        raise ValueError(f"accuracy_reward {accuracy_reward!r} is not one of the combiner's rewards {names}")
     if not prompts:
         raise ValueError("evaluate needs at least one prompt")
     if len(prompt_ids) != len(prompts):
@@ -206,12 +207,12 @@ def evaluate(
                                 **generation_kwargs)
 
     greedy = _score(combiner, prompts, columns, texts, lengths, 1)
-    greedy_correct = [score >= 1.0 for score in greedy.per_reward[correct_reward]]
+    greedy_correct = [is_correct(score) for score in greedy.per_reward[accuracy_reward]]
     sampled_correct = None
     if sampled is not None:
         s_texts, s_lengths, _ = sampled
-        scores = _score(combiner, prompts, columns, s_texts, s_lengths, k).per_reward[correct_reward]
-        sampled_correct = [[score >= 1.0 for score in scores[b * k : (b + 1) * k]] for b in range(len(prompts))]
+        scores = _score(combiner, prompts, columns, s_texts, s_lengths, k).per_reward[accuracy_reward]
+        sampled_correct = [[is_correct(score) for score in scores[b * k : (b + 1) * k]] for b in range(len(prompts))]
 
     # A prompt that a reward could not judge (its gold answer is unusable: the reward said None) is neither right nor
     # wrong: it is left out of every mean and counted instead.
@@ -276,6 +277,7 @@ def eval_overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> dict:
     """Load config, model, data and rewards as the trainer does, evaluate, print a table; returns the JSON record."""
     from train.builders import build_rewards, load_prompts, read_prompt_rows
+    from train.distributed import local_device
     from train.settings import sampling_params
     from train.config import ConfigError, load_config
     from train.model_source import load_model, resolve_model
@@ -285,11 +287,11 @@ def run(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, overrides)
     if cfg.eval.source is None:
         raise ConfigError(f"eval.source: {args.config} has no held-out set to evaluate; name one with eval.source=SOURCE")
-    combiner, _, correct_reward = build_rewards(cfg)
+    combiner, _, accuracy_reward = build_rewards(cfg)
     rows = read_prompt_rows(cfg.data, source=cfg.eval.source, split=cfg.eval.split, limit=cfg.eval.limit, key="eval.source")
     model, tokenizer = load_model(source, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
                                   trust_remote_code=cfg.model.trust_remote_code)
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    device = local_device()
     model.to(device)
     dataset, dropped = load_prompts(cfg.data, tokenizer, rows, source=cfg.eval.source, min_prompts=1, key="eval.source")
     rows = dataset.to_dict()
@@ -300,7 +302,7 @@ def run(args: argparse.Namespace) -> dict:
           f"{dropped} over max_prompt_length dropped) | k={k} | {device}", flush=True)
     with combiner:
         result = evaluate(
-            model, tokenizer, prompt_ids, prompts, rows, combiner, correct_reward=correct_reward, k=k,
+            model, tokenizer, prompt_ids, prompts, rows, combiner, accuracy_reward=accuracy_reward, k=k,
             sampling=sampling_params(cfg), batch_size=cfg.eval.batch_size, device=device,
             seed=seed, num_samples=args.num_samples,
             show_progress=args.progress,
@@ -310,7 +312,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"  {key:<{width}}  {value:.4f}")
     return {
         "model": source.label, "config": args.config, "overrides": overrides, "source": cfg.eval.source,
-        "split": cfg.eval.split, "k": k, "seed": seed, "correct_reward": correct_reward, "metrics": result.metrics,
+        "split": cfg.eval.split, "k": k, "seed": seed, "accuracy_reward": accuracy_reward, "metrics": result.metrics,
         "samples": result.samples, "per_prompt": result.per_prompt,
     }
 

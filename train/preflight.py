@@ -1,4 +1,5 @@
-"""`python -m train.preflight --config X.yaml [key.sub=value ...]`: the reward preflight alone, with its full report.
+"""`thinkrl preflight --config X.yaml [key.sub=value ...]` (also `python -m train.preflight`): the reward preflight alone,
+with its full report.
 
 Loads the config's model, data and rewards exactly as the trainer does (train/builders.py), then
 
@@ -7,11 +8,11 @@ Loads the config's model, data and rewards exactly as the trainer does (train/bu
    few examples of each kind that is not 1, one perfect completion with every reward's score, each reward's mean;
 2. the sample check: a few completions sampled from the configured model, each with every reward's score.
 
-Exits 2 with one `thinkrl: error:` line when more than `rewards.preflight_max_bad_fraction` of a split's rows cannot
-score 1 on a built-in accuracy reward (train/preflight_checks.py explains how completions are written and why; for
-a custom accuracy reward it warns). The trainer runs the same checks
-at start (unless `rewards.preflight=false`) and prints two summary lines; this command ignores that switch. With an
-`sft` section the trainer samples from the fine-tuned policy; this command samples from `model` before SFT.
+Exits 2 with one `thinkrl preflight: error:` line when more than `rewards.preflight_max_bad_fraction` of a split's
+rows cannot score 1 on a built-in accuracy reward (train/preflight_checks.py explains how completions are written and
+why; for a custom accuracy reward it warns). The trainer runs the same checks at start (unless
+`rewards.preflight=false`) and prints two summary lines; this command ignores that switch. With an `sft` section the
+trainer samples from the fine-tuned policy; this command samples from `model` before SFT.
 """
 
 from __future__ import annotations
@@ -23,24 +24,28 @@ import sys
 import torch
 
 from train.builders import build_policy, build_rewards, gold_check, load_train_and_eval, read_sources, sample_check
+from train.cli_args import CommandParser, add_config_arguments, print_error, program
 from train.config import ConfigError, load_config
+from train.distributed import local_device
 from train.model import ModelLoadError
 from train.preflight_checks import SAMPLE_GENERATIONS, SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, VERIFIED_REWARDS, GoldReport, shorten
 
 
+COMMAND = "preflight"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m train.preflight",
+    parser = CommandParser(
+        COMMAND,
         description="Check that the config's rewards can fire on its data (gold answers written as perfect "
-        "completions) and show what the initial model's samples score. Extra `key.sub=value` arguments override the YAML.",
+        "completions) and show what the initial model's samples score.",
     )
-    parser.add_argument("--config", required=True, help="YAML experiment file, e.g. configs/quickstart.yaml")
+    add_config_arguments(parser)
     parser.add_argument("--samples", type=int, default=SAMPLE_PROMPTS, help="prompts for the sample check (0 skips it)")
     parser.add_argument("--generations", type=int, default=SAMPLE_GENERATIONS, help="completions per sampled prompt")
     parser.add_argument("--max-tokens", type=int, default=SAMPLE_MAX_TOKENS,
                         help="longest sampled completion (capped by rollout.max_completion_length)")
     parser.add_argument("--examples", type=int, default=3, help="rows shown per kind of gold-check failure")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.answer_column=solution")
     return parser.parse_intermixed_args(argv)
 
 
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = build_policy(cfg)
     train_set, dropped, eval_rows, _ = load_train_and_eval(cfg, tokenizer, rank=0, world=1, sources=sources)
     evaluated = f"{len(eval_rows['text'])} eval rows" if eval_rows is not None else "no eval set"
-    print(f"thinkrl.preflight: {args.config} | {len(train_set)} training rows ({dropped} over max_prompt_length "
+    print(f"{program(COMMAND)}: {args.config} | {len(train_set)} training rows ({dropped} over max_prompt_length "
           f"dropped), {evaluated} | accuracy reward {accuracy_reward} | "
           f"template {cfg.data.template}", flush=True)
     with combiner:
@@ -97,30 +102,29 @@ def run(args: argparse.Namespace) -> int:
         for report in reports:
             print("\n".join(gold_lines(report)))
         if args.samples > 0:
-            device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+            device = local_device()
             model.to(device)
             max_tokens = min(cfg.rollout.max_completion_length, args.max_tokens)
             samples = sample_check(cfg, model, tokenizer, train_set, combiner, device, num_prompts=args.samples,
                                    num_generations=args.generations, max_tokens=max_tokens)
             print("\n".join(sample_lines(samples, max_tokens)), flush=True)
     if failure is not None and accuracy_reward in VERIFIED_REWARDS:
-        print(f"thinkrl: error: {failure}", file=sys.stderr, flush=True)
-        return 2
+        return print_error(COMMAND, failure)
     if failure is not None:  # as the trainer: a custom or shaping reward's perfect completion is a guess
-        print(f"thinkrl: warning: {failure} (not stopping: the perfect completion of {accuracy_reward} is a guess)",
+        print(f"{program(COMMAND)}: warning: {failure} (not stopping: the perfect completion of {accuracy_reward} is a guess)",
               file=sys.stderr, flush=True)
-    print(f"thinkrl.preflight: ok (rewards.preflight_max_bad_fraction={cfg.rewards.preflight_max_bad_fraction:g})", flush=True)
+    print(f"{program(COMMAND)}: ok (rewards.preflight_max_bad_fraction={cfg.rewards.preflight_max_bad_fraction:g})", flush=True)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m train.preflight ...`. Bad input, or a gold check that fails, exits 2 with one `thinkrl: error:` line."""
+    """`thinkrl preflight` (also `python -m train.preflight`). Bad input, or a gold check that fails, exits 2 with one
+    `thinkrl preflight: error:` line."""
     args = parse_args(argv)
     try:
         return run(args)
     except (ConfigError, ModelLoadError) as exc:
-        print(f"thinkrl: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return print_error(COMMAND, str(exc))
 
 
 if __name__ == "__main__":

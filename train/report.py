@@ -1,6 +1,6 @@
 """Plots of a run: read `RUN_DIR/metrics.jsonl`, write one PNG per metric group and a `summary.png` grid to `RUN_DIR/report/`.
 
-    python -m train.report runs/quickstart [--smoothing 0.6]
+    thinkrl report runs/quickstart [--smoothing 0.6]        (also `python -m train.report`)
 
 Panels (a panel whose metrics are absent from the file is skipped): SFT loss (from `sft_metrics.jsonl`, when the
 run had an SFT stage; step 0 of the other panels is then the policy after SFT), reward (total and each `rewards/NAME`, with
@@ -17,7 +17,6 @@ state, and it is safe to call from the training process.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,6 +26,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from train.cli_args import CommandParser, print_error, program
+
+COMMAND = "report"
 REPORT_DIR = "report"
 SUMMARY = "summary.png"
 _MARKER_MAX_POINTS = 30  # draw point markers on short series, so a single step still shows up
@@ -83,7 +85,7 @@ def read_metrics(path: Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             if index == len(lines) - 1 and records:
-                print(f"thinkrl.report: warning: {path}:{number}: skipped an incomplete last line ({exc})", file=sys.stderr)
+                print(f"{program(COMMAND)}: warning: {path}:{number}: skipped an incomplete last line ({exc})", file=sys.stderr)
                 continue
             raise ReportError(f"{path}:{number}: not valid JSON ({exc})") from None
         if not isinstance(record, dict):
@@ -237,18 +239,19 @@ def make_report(run_dir: Path, *, smoothing: float = 0.6, dpi: int = 110) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m train.report RUN_DIR`. A missing/empty/malformed metrics.jsonl exits 2 with a one-line error."""
-    parser = argparse.ArgumentParser(prog="python -m train.report", description="Plot a run's metrics.jsonl into RUN_DIR/report/.")
+    """`thinkrl report RUN_DIR` (also `python -m train.report`). A missing/empty/malformed metrics.jsonl exits 2 with
+    one `thinkrl report: error:` line."""
+    parser = CommandParser(COMMAND, description="Plot a run's metrics.jsonl into RUN_DIR/report/ (one PNG per metric "
+                           "group and a summary.png grid).")
     parser.add_argument("run_dir", type=Path, help="run directory holding metrics.jsonl, e.g. runs/quickstart")
     parser.add_argument("--smoothing", type=float, default=0.6, help="EMA weight in [0, 1); 0 draws the raw lines only")
     args = parser.parse_args(argv)
     if not 0.0 <= args.smoothing < 1.0:
-        parser.error(f"--smoothing must be in [0, 1), got {args.smoothing}")
+        parser.error(f"--smoothing {args.smoothing}: must be in [0, 1)")
     try:
         paths = make_report(args.run_dir, smoothing=args.smoothing)
     except ReportError as exc:
-        print(f"thinkrl.report: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return print_error(COMMAND, str(exc))
     for path in paths:
         print(path)
     return 0

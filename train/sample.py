@@ -42,7 +42,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from rewards.combine import is_correct
 from train.cli_args import CommandParser, add_config_arguments, print_error, program
+from train.files import write_atomic
 
 COMMAND = "sample"
 KEEP_RULES = ("correct", "best_of_k", "all")
@@ -94,7 +96,7 @@ def keep_samples(totals: list[float], accuracy: list[float], texts: list[str], *
         seen: set[str] = set()
         candidates = [i for i in candidates if not (texts[i] in seen or seen.add(texts[i]))]
     if rule == "correct":
-        return [i for i in candidates if accuracy[i] >= 1.0]  # NaN >= 1 is False
+        return [i for i in candidates if is_correct(accuracy[i])]
     if rule == "best_of_k":
         scored = [i for i in candidates if not math.isnan(totals[i])]
         return [max(scored, key=lambda i: (totals[i], -i))] if scored else []
@@ -136,9 +138,7 @@ def clean_part(part: Path, done: set[int]) -> None:
             continue
         if int(record.get("done", record.get("prompt_index", -1))) in done:
             kept.append(line)
-    tmp = part.with_suffix(".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, part)
+    write_atomic(part, "".join(f"{line}\n" for line in kept))
 
 
 def exclude_prompts(cfg, tokenizer, dataset, sources: list[str]):
@@ -245,7 +245,7 @@ def sample(args: argparse.Namespace) -> dict:
             sampled += args.k
             kept_count += len(keep)
             for name in reward_names:
-                accepted[name] += sum(1 for value in scored.per_reward[name] if value >= 1.0)
+                accepted[name] += sum(1 for value in scored.per_reward[name] if is_correct(value))
             elapsed = time.perf_counter() - start
             progress.set_postfix(kept=kept_count, tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
     elapsed = time.perf_counter() - start
@@ -260,9 +260,7 @@ def sample(args: argparse.Namespace) -> dict:
     if dist_info.is_main:
         rows, finished = read_progress(parts)
         ordered = [row for i in sorted(rows) for row in sorted(rows[i], key=lambda r: r["sample_index"])]
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in ordered))
-        os.replace(tmp, output)
+        write_atomic(output, "".join(json.dumps(row) + "\n" for row in ordered))
         summary.update(kept_rows=len(ordered), prompts_done=len(finished), prompts_excluded=excluded)
         output.with_name(output.name + ".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         rates = ", ".join(f"{name} {rate:.1%}" for name, rate in summary["acceptance_rate"].items())

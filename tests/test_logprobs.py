@@ -11,9 +11,11 @@ from helpers import make_tiny_model
 
 
 def naive_logprobs(model, input_ids, attention_mask, width, temperature):
+    """Full logits, log-softmax, gather; padding positions of the completion (attention mask 0) scored 0."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)).logits
     logits = logits[:, -width - 1 : -1].float() / temperature
-    return torch.log_softmax(logits, -1).gather(-1, input_ids[:, -width:].unsqueeze(-1)).squeeze(-1)
+    logprobs = torch.log_softmax(logits, -1).gather(-1, input_ids[:, -width:].unsqueeze(-1)).squeeze(-1)
+    return logprobs * attention_mask[:, -width:]
 
 
 def _batch(tokenizer):
@@ -31,6 +33,8 @@ def test_chunked_equals_naive(tokenizer, chunk_size):
     expected = naive_logprobs(model, input_ids, attention_mask, 4, temperature=0.7)
     got, entropy = completion_logprobs(model, input_ids, attention_mask, 4, temperature=0.7, chunk_size=chunk_size)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # The LM head runs on scored tokens only: row 1's two padding positions are exactly 0, log-prob and entropy.
+    assert got[1, 2:].tolist() == [0.0, 0.0] and entropy[1, 2:].tolist() == [0.0, 0.0] and (entropy[:, :2] > 0).all()
     assert entropy.shape == (2, 4) and (entropy >= 0).all()
     # Entropy of a V-way distribution is at most log V.
     assert (entropy <= torch.log(torch.tensor(float(len(tokenizer)))) + 1e-4).all()
@@ -75,22 +79,42 @@ def _group_batch(tokenizer, group_size=3):
     return torch.cat([prompt_ids, completion], 1), torch.cat([prompt_mask, completion_mask], 1), completion_mask
 
 
+def _packed_length(attention_mask, width):
+    """Tokens of the packed sequence: each distinct prompt's real tokens once (rows 0 and 3 of _group_batch start the
+    two groups), then every completion without its last token."""
+    prompts = int(attention_mask[[0, 3], :-width].sum())
+    return prompts + int((attention_mask[:, -width:].sum(dim=1) - 1).clamp(min=0).sum())
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_shared_prompt_forward_equals_naive_values_and_gradients(tokenizer, monkeypatch, attn):
-    """Rows with the same prompt run it once (KV cache indexed out to the group): the same log-probs and gradients
-    as one full forward per row, and the shared path is really taken (decoder called twice: the prompts, 2 rows, not
-    6; then the completions)."""
+@pytest.mark.parametrize("path", ["packed", "shared_prompt"])
+@pytest.mark.parametrize("row_order", ["as_sampled", "reversed"])
+def test_shared_prompt_forward_equals_naive_values_and_gradients(tokenizer, monkeypatch, attn, path, row_order):
+    """Rows with the same prompt run it once: the same log-probs and gradients as one full forward per row, and the
+    path is really taken. packed: ONE decoder call on one sequence of the two prompts and the completions without
+    padding (train/logprobs.py::_packed_hidden); shared_prompt (taken when packing is not possible): the prompts, 2
+    rows, not 6, then the completions, KV cache indexed out to the group. Reversed rows put the groups in another
+    order than torch.unique sorts the prompts in (the packed sequence's order): results still come back per row."""
+    from train import logprobs
+
+    if path == "shared_prompt":
+        monkeypatch.setattr(logprobs, "MAX_PACKED_TOKENS", 0)
     model = make_tiny_model(tokenizer)
     model.config._attn_implementation = attn
     input_ids, attention_mask, completion_mask = _group_batch(tokenizer)
+    if row_order == "reversed":
+        input_ids, attention_mask, completion_mask = input_ids.flip(0), attention_mask.flip(0), completion_mask.flip(0)
     expected = naive_logprobs(model, input_ids, attention_mask, 5, temperature=0.7)
     (expected * completion_mask).sum().backward()
     expected_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    batch_sizes = []
-    model.get_decoder().register_forward_pre_hook(lambda m, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    shapes = []
+    model.get_decoder().register_forward_pre_hook(lambda m, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     got, _ = completion_logprobs(model, input_ids, attention_mask, 5, temperature=0.7, chunk_size=4)
-    assert batch_sizes == [2, 6]
+    if path == "packed":
+        assert shapes == [(1, _packed_length(attention_mask, 5))]
+    else:
+        assert [rows for rows, _ in shapes] == [2, 6]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     (got * completion_mask).sum().backward()
     for name, param in model.named_parameters():
@@ -106,17 +130,25 @@ def test_shared_prompt_forward_with_one_token_completions(tokenizer):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_gradient_checkpointing_takes_the_plain_forward(tokenizer):
-    """HF turns the KV cache off under activation checkpointing, so the shared path must not be used there."""
+@pytest.mark.parametrize("packing", [True, False])
+def test_gradient_checkpointing(tokenizer, monkeypatch, packing):
+    """The packed forward needs no KV cache, so it works under activation checkpointing; without packing, HF turns the
+    KV cache off under checkpointing, so the shared-prompt path must not be used there: the plain forward is."""
+    from train import logprobs
+
+    if not packing:
+        monkeypatch.setattr(logprobs, "MAX_PACKED_TOKENS", 0)
     model = make_tiny_model(tokenizer)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    input_ids, attention_mask, _ = _group_batch(tokenizer)
-    batch_sizes = []
-    model.get_decoder().register_forward_pre_hook(lambda m, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    input_ids, attention_mask, completion_mask = _group_batch(tokenizer)
+    shapes = []
+    model.get_decoder().register_forward_pre_hook(lambda m, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     got, _ = completion_logprobs(model, input_ids, attention_mask, 5, temperature=1.0, chunk_size=0)
-    assert batch_sizes == [6]
+    assert shapes == ([(1, _packed_length(attention_mask, 5))] if packing else [(6, input_ids.shape[1])])
     torch.testing.assert_close(got, naive_logprobs(model, input_ids, attention_mask, 5, temperature=1.0), atol=1e-5, rtol=1e-5)
+    (got * completion_mask).sum().backward()  # recomputation under checkpointing sees the same block mask
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
 def test_chunk_tokens_caps_the_logits_of_a_chunk(monkeypatch):

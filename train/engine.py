@@ -7,7 +7,8 @@
   (ranks must generate in lock-step), `device`, `world_size`, `is_lora`;
 * modules: `hf_module` (the transformers model log-probs and sampling call directly), `module` (what DeepSpeed wraps,
   a peft model under LoRA);
-* weights: `generation_weights()` (the module to sample from, full weights gathered once under ZeRO-3),
+* weights: `generation_weights()` (the module to sample from: full weights gathered once under ZeRO-3, a merged
+  W + s·B·A copy under LoRA),
   `full_state_dict()` (every weight in full on CPU, merged W + s·B·A under LoRA if asked), `reference()` (the frozen
   initial policy for the KL term);
 * the optimiser step over micro-batches (`optimizer_step`, the single backward call site) and checkpoint I/O.
@@ -27,7 +28,7 @@ import torch
 
 from train.distributed import all_reduce_sum
 from train.engine_spec import EngineSpec, lr_lambda
-from train.lora import adapters_disabled, causal_lm, is_lora, lora_scalings, merged_state_dict
+from train.lora import adapters_disabled, causal_lm, is_lora, lora_scalings, merged_model, merged_state_dict, refresh_merged
 from train.model import frozen_copy
 from train.optim import GuardedAdamW
 
@@ -49,6 +50,10 @@ class Engine:
         # the reference is this engine with its adapters off, so nothing is stored.
         self._reference = reference
         self._has_reference = reference is not None
+        # LoRA under ZeRO 0-2: a plain model of W + s·B·A to sample from (train/lora.py::merged_model), made at the
+        # first generation and refreshed when an update has changed the adapters since (`_updates` counts them).
+        self._merged = None
+        self._updates = self._merged_at = 0
 
     # -- building ----------------------------------------------------------------------------------------------------
 
@@ -146,7 +151,8 @@ class Engine:
 
     @contextlib.contextmanager
     def generation_weights(self, *, gather: bool = True) -> Iterator[torch.nn.Module]:
-        """The HF module to sample from. Under ZeRO-3 each rank holds a shard of every weight; gathering them per
+        """The HF module to sample from. Under LoRA (ZeRO 0-2) a plain model of the merged weights W + s·B·A, kept
+        up to date with the adapters (train/lora.py::merged_model). Under ZeRO-3 each rank holds a shard of every weight; gathering them per
         forward would cost one all-gather per layer per generated token, so (like TRL's `unwrap_model_for_generation`)
         the full weights are gathered once for the whole block with DeepSpeed's fetch hooks detached. With
         `gather=False` each forward gathers per layer. Either way ranks generate in lock-step under ZeRO-3
@@ -156,6 +162,15 @@ class Engine:
 
             with unwrap_model_for_generation(self.ds):
                 yield self.hf_module
+        elif self.is_lora and not self.sharded:
+            # Decoding is bound by reading the weights once per token step; a peft model also runs two small matmuls
+            # per adapted layer and step. The merged copy costs the adapted layers' weights once more in memory.
+            if self._merged is None:
+                self._merged = merged_model(self.ds.module)
+            elif self._merged_at != self._updates:
+                refresh_merged(self.ds.module, self._merged)
+            self._merged_at = self._updates
+            yield self._merged
         else:
             yield self.hf_module
 
@@ -239,6 +254,7 @@ class Engine:
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         skipped = bool(getattr(guard, "last_step_skipped", False)) or not math.isfinite(grad_norm)
         loss = all_reduce_sum(torch.tensor([total], dtype=torch.float64)).item()
+        self._updates += 1
         return StepResult(loss=loss, grad_norm=grad_norm, skipped=skipped, lr=ds.get_lr()[0])
 
     # -- state -------------------------------------------------------------------------------------------------------
@@ -250,6 +266,7 @@ class Engine:
     def load_state(self, directory: str, tag: str) -> str | None:
         """The inverse of save_state; the loaded path, or None when DeepSpeed found nothing. Collective."""
         path, _ = self.ds.load_checkpoint(directory, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+        self._updates += 1  # the weights changed: a merged generation copy is stale
         return path
 
     def destroy(self) -> None:

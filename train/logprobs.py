@@ -61,6 +61,68 @@ def _checkpointing(hf_model) -> bool:
     return bool(getattr(hf_model, name, False))
 
 
+# A packed forward's sequence holds at most this many tokens: its [T, T] attention mask (4 bytes an entry) stays under
+# 64 MiB. Longer micro-batches take the padded forward (make them smaller with optim.micro_batch_size or a token budget).
+MAX_PACKED_TOKENS = 4096
+
+
+def _packed_hidden(hf_model, decoder, input_ids, attention_mask, width: int) -> torch.Tensor | None:
+    """Hidden states [K, H] that predict the K scored completion tokens (attention mask 1 in the last `width` columns,
+    in row-major order), from ONE forward of a single packed sequence without padding: each distinct prompt's tokens
+    once, followed by the completions of its group (each without its last token, which predicts nothing). A block mask
+    lets a completion token see its group's prompt and its own earlier tokens only, and positions restart at each
+    prompt, so every token computes what it computes in the padded [N, P+L] forward (causal attention, the same
+    positions); no padding position and no repeated prompt runs through the decoder. None where the padded forward is
+    used instead: flash-attention (it takes position-id resets, not block masks), sliding-window layers (a block mask
+    would override the window), a packed sequence over MAX_PACKED_TOKENS.
+
+    One forward per call whatever the rows hold, so under ZeRO-3 every rank makes the same collectives."""
+    prompt_width = input_ids.shape[1] - width
+    if prompt_width < 1 or hf_model.config._attn_implementation not in ("sdpa", "eager") or _plain_cache(hf_model) is None:
+        return None
+    prompt_mask = attention_mask[:, :prompt_width].bool()
+    completion_lengths = attention_mask[:, prompt_width:].sum(dim=1).tolist()  # right-padded: the first n are real
+    _, group = torch.unique(torch.cat([input_ids[:, :prompt_width], prompt_mask.to(input_ids.dtype)], dim=1), dim=0,
+                            return_inverse=True)
+    group = group.tolist()
+    first_row = {}
+    for row, g in enumerate(group):
+        first_row.setdefault(g, row)
+    packed_ids, positions, owner = [], [], []  # owner: the row a token belongs to, -1 - g for prompt g's tokens
+    predictors: dict[int, torch.Tensor] = {}  # row -> packed index of the hidden state predicting each scored token
+    for g in sorted(first_row):
+        prompt = input_ids[first_row[g], :prompt_width][prompt_mask[first_row[g]]]
+        last_prompt = len(packed_ids) + len(prompt) - 1
+        packed_ids += prompt.tolist()
+        positions += range(len(prompt))
+        owner += [-1 - g] * len(prompt)
+        for row in (r for r, h in enumerate(group) if h == g):
+            count = completion_lengths[row]
+            if count == 0:
+                continue
+            start = len(packed_ids)
+            predictors[row] = torch.tensor([last_prompt] + list(range(start, start + count - 1)))
+            packed_ids += input_ids[row, prompt_width : prompt_width + count - 1].tolist()
+            positions += range(len(prompt), len(prompt) + count - 1)
+            owner += [row] * (count - 1)
+    if len(packed_ids) > MAX_PACKED_TOKENS:
+        return None
+    device = input_ids.device
+    owner_t = torch.tensor(owner, device=device)
+    token_group = torch.where(owner_t < 0, -1 - owner_t, torch.tensor(group, device=device)[owner_t.clamp(min=0)])
+    causal = torch.ones(len(owner), len(owner), dtype=torch.bool, device=device).tril()
+    # key k is visible to query q: causal, same group, and k is a prompt token or a token of q's own completion
+    visible = causal & (token_group[:, None] == token_group[None, :]) & ((owner_t[None, :] < 0) | (owner_t[:, None] == owner_t[None, :]))
+    dtype = hf_model.get_output_embeddings().weight.dtype
+    mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
+    hidden = decoder(
+        input_ids=torch.tensor([packed_ids], device=device), attention_mask=mask[None, None],
+        position_ids=torch.tensor([positions], device=device), use_cache=False,
+    ).last_hidden_state[0]  # [T, H]
+    # Row-major, as the scored positions are listed (groups are packed in torch.unique's order, not the rows').
+    return hidden[torch.cat([predictors[row] for row in sorted(predictors)]).to(device)] if predictors else hidden[:0]
+
+
 def _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width: int, *, sharded: bool) -> torch.Tensor | None:
     """Hidden states [N, L, H] that predict the L completion tokens, with each distinct prompt run once (module
     docstring); None where the plain forward is to be used instead. `sharded` (ZeRO-3, Engine.sharded): every decoder
@@ -181,10 +243,24 @@ def completion_logprobs(
 
     hf_model: a transformers causal LM (Engine.hf_module; `sharded` = Engine.sharded). input_ids, attention_mask: [N, P+L], prompt left-padded,
     completion in the last L = completion_length columns. Logits are divided by `temperature`, matching the sampler.
-    Returns (logprobs [N, L] with grad when enabled, entropy [N, L] detached).
+    Returns (logprobs [N, L] with grad when enabled, entropy [N, L] detached), 0 at padding positions (attention
+    mask 0 in the completion part).
     """
     decoder = hf_model.get_decoder()
     num_rows, width = input_ids.shape[0], completion_length
+    targets = input_ids[:, -width:].reshape(-1)  # [N*L]
+    # The LM head (a V x H matmul per token, forward and backward) runs only where a completion token is scored: the
+    # attention mask's completion part, up to and including EOS. Padding positions get 0. With completions of unequal
+    # length this drops the head's work on padding, e.g. half of it when the mean completion is half the longest.
+    scored = attention_mask[:, -width:].reshape(-1).bool()  # [N*L]
+    index = scored.nonzero().squeeze(1)  # [K]
+    packed = _packed_hidden(hf_model, decoder, input_ids, attention_mask, width)
+    if packed is not None:
+        scored_logprobs, scored_entropy = lm_head_logprobs(hf_model, packed, targets[index], temperature=temperature,
+                                                           chunk_size=chunk_size, sharded=sharded)
+        logprobs = scored_logprobs.new_zeros(num_rows * width).index_put((index,), scored_logprobs)  # differentiable
+        entropy = scored_entropy.new_zeros(num_rows * width).index_put_((index,), scored_entropy)
+        return logprobs.view(num_rows, width), entropy.view(num_rows, width)
     hidden = _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width, sharded=sharded)
     if hidden is None:
         hidden = decoder(
@@ -196,9 +272,14 @@ def completion_logprobs(
         # The hidden state at position t predicts token t+1: positions P-1 .. P+L-2 predict the L completion tokens.
         hidden = hidden[:, -width - 1 : -1, :]
     hidden = hidden.reshape(num_rows * width, -1)  # [N*L, H]
-    targets = input_ids[:, -width:].reshape(-1)  # [N*L]
-    logprobs, entropy = lm_head_logprobs(hf_model, hidden, targets, temperature=temperature, chunk_size=chunk_size,
-                                         sharded=sharded)
+    if bool(scored.all()):
+        logprobs, entropy = lm_head_logprobs(hf_model, hidden, targets, temperature=temperature, chunk_size=chunk_size,
+                                             sharded=sharded)
+        return logprobs.view(num_rows, width), entropy.view(num_rows, width)
+    scored_logprobs, scored_entropy = lm_head_logprobs(hf_model, hidden[index], targets[index], temperature=temperature,
+                                                       chunk_size=chunk_size, sharded=sharded)
+    logprobs = scored_logprobs.new_zeros(num_rows * width).index_put((index,), scored_logprobs)  # differentiable
+    entropy = scored_entropy.new_zeros(num_rows * width).index_put_((index,), scored_entropy)
     return logprobs.view(num_rows, width), entropy.view(num_rows, width)
 
 

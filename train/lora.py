@@ -98,3 +98,50 @@ def merged_state_dict(state_dict: dict[str, torch.Tensor], scalings: dict[str, f
         plain = key.replace(".base_layer.", ".")
         merged[plain.removeprefix(_PEFT_PREFIX)] = tensor
     return merged
+
+
+def merged_model(peft_model):
+    """A plain transformers model computing the adapted model, W + s·B·A in each LoRA layer, for sampling: a decode step
+    reads each weight once, where the peft model also runs two small matmuls per adapted layer (measured on
+    SmolLM2-135M, 2 cores: LoRA generation 23% slower than full fine-tuning's before this). Weights that LoRA does not
+    touch (embeddings, norms, the LM head) are shared with `peft_model`, not copied; the merged ones are new tensors,
+    filled by `refresh_merged`. The trained W never changes (no merge and unmerge in place, so no drift)."""
+    from transformers import AutoModelForCausalLM
+
+    base = peft_model.get_base_model()
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(base.config, dtype=base.dtype)
+    shared = {name.removeprefix(_PEFT_PREFIX).replace(".base_layer.", "."): tensor
+              for name, tensor in peft_model.state_dict(keep_vars=True).items()
+              if ".lora_A." not in name and ".lora_B." not in name}
+    lora_weights = {f"{name.removeprefix(_PEFT_PREFIX)}.weight" for name in lora_scalings(peft_model)}
+    state = {name: (torch.empty_like(tensor, device=tensor.device) if name in lora_weights else tensor).detach()
+             for name, tensor in shared.items()}
+    plain.load_state_dict(state, strict=False, assign=True)
+    plain.tie_weights()
+    for name, buffer in base.named_buffers():  # non-persistent ones too (rotary inv_freq): shared, as the weights
+        owner, _, attribute = name.rpartition(".")
+        plain.get_submodule(owner)._buffers[attribute] = buffer
+    missing = [name for name, p in [*plain.named_parameters(), *plain.named_buffers()] if p.is_meta]
+    if missing:
+        raise ValueError(f"merged_model: no weight for {missing[:3]}")
+    plain.requires_grad_(False).eval()
+    plain.generation_config = base.generation_config
+    plain.config.use_cache = base.config.use_cache
+    refresh_merged(peft_model, plain)
+    return plain
+
+
+@torch.no_grad()
+def refresh_merged(peft_model, plain) -> None:
+    """Write W + s·B·A of every LoRA layer of `peft_model` into `plain`'s weights (in place, after each update)."""
+    from peft.tuners.lora import LoraLayer
+
+    params = dict(plain.named_parameters())
+    for name, layer in peft_model.named_modules():
+        if not isinstance(layer, LoraLayer):
+            continue
+        target = params[f"{name.removeprefix(_PEFT_PREFIX)}.weight"]
+        lora_a, lora_b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+        merged = torch.addmm(layer.get_base_layer().weight.float(), lora_b.float(), lora_a.float(), alpha=layer.scaling[ADAPTER])
+        target.copy_(merged)

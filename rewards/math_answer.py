@@ -151,7 +151,7 @@ def parse_prediction(completion: str) -> list:
     return _parse(completion[-WHOLE_TEXT_TAIL_CHARS:])
 
 
-def is_correct(completion: str, gold: list) -> bool:
+def answer_matches(completion: str, gold: list) -> bool:
     """Whether the completion's answer matches an already parsed gold answer. Never raises."""
     if not gold:
         return False
@@ -175,7 +175,7 @@ def score(completion: str, answer: object) -> float:
     >>> score(r"$x = \boxed{-2}$ or $x = \boxed{4}$", "-2, 4"), score(r"\boxed{-2} or \boxed{4}", "4")
     (1.0, 0.0)
     """
-    return 1.0 if is_correct(completion, parse_gold(answer)) else 0.0
+    return 1.0 if answer_matches(completion, parse_gold(answer)) else 0.0
 
 
 def math_accuracy(
@@ -192,5 +192,5 @@ def math_accuracy(
     out: list[float | None] = []
     for completion, gold_text in zip(completions, answer, strict=True):
         gold = parse_gold(gold_text)
-        out.append(None if not gold else (1.0 if is_correct(completion, gold) else 0.0))
+        out.append(None if not gold else (1.0 if answer_matches(completion, gold) else 0.0))
     return out

@@ -108,7 +108,7 @@ def run_case(
 
     tokenizer = build_byte_tokenizer()
     model = build_tiny_model(tokenizer, **TINY_SHAPE, dtype=dtype, attn_implementation="eager", seed=1)
-    if gradient_checkpointing:  # as train/main.py::build_policy does for model.gradient_checkpointing
+    if gradient_checkpointing:  # as train/builders.py::build_policy does for model.gradient_checkpointing
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     initial = build_tiny_model(tokenizer, **TINY_SHAPE, dtype="float32", attn_implementation="eager", seed=1).eval()
     if lora:  # the reference (initial) stays the base model: the adapted model starts equal to it (B = 0)

@@ -161,7 +161,7 @@ def make_batch(tokenizer, seed=0):
 def engine_spec(*, zero_stage: int = 0, micro_batch_size: int = 2, grad_accum_steps: int = 1, world_size: int = 1,
                 max_grad_norm: float = 1.0, dtype: str = "float32", lr: float = 1e-3, betas=(0.9, 0.99), eps: float = 1e-8,
                 total_steps: int = 10, offload: bool = False, overrides: dict | None = None, shard_everything: bool = False):
-    """An EngineSpec (train/engine.py) with test defaults. shard_everything: under ZeRO-3, shard even the small
+    """An EngineSpec (train/engine_spec.py) with test defaults. shard_everything: under ZeRO-3, shard even the small
     parameters (DeepSpeed keeps those under 1e5 elements whole by default: all of a tiny model's)."""
     from train.engine import EngineSpec
 

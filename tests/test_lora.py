@@ -77,6 +77,40 @@ def test_reference_logprobs_with_adapters_disabled_equal_the_initial_model():
     assert (on - initial).abs().max() > 1e-2  # the adapters matter, and are back on after the block
 
 
+def test_merged_generation_copy_follows_the_adapters_and_shares_the_rest(dist_single):
+    """Under LoRA the engine samples from a plain model of W + s·B·A (train/lora.py::merged_model): its logits are the
+    adapted model's, the weights LoRA does not touch are the same tensors (no copy), W itself never changes, and after
+    an update the copy is refreshed from the new adapters."""
+    from train.micro_batches import MicroBatching
+    from train.update import policy_update
+
+    from helpers import build_engine, grpo_loss, make_batch
+
+    tokenizer, _, adapted = adapted_tiny_model()
+    engine = build_engine(adapted.train(), micro_batch_size=8, grad_accum_steps=1, lr=1e-2)
+    base_weights = {n: p.detach().clone() for n, p in engine.module.named_parameters() if not p.requires_grad}
+    ids = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(0))
+
+    def logits(model):
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    with engine.generation_weights() as merged:
+        assert merged is not engine.hf_module and not any(p.requires_grad for p in merged.parameters())
+        assert merged.get_input_embeddings().weight.data_ptr() == engine.hf_module.get_input_embeddings().weight.data_ptr()
+        torch.testing.assert_close(logits(merged), logits(engine.module), rtol=1e-5, atol=1e-5)
+        before = logits(merged)
+    policy_update(engine, make_batch(tokenizer), loss=grpo_loss(), micro_batching=MicroBatching(8), temperature=1.0,
+                  logprob_chunk_size=0)
+    with engine.generation_weights() as refreshed:
+        assert refreshed is merged  # refreshed in place, not rebuilt
+        torch.testing.assert_close(logits(refreshed), logits(engine.module), rtol=1e-5, atol=1e-5)
+        assert (logits(refreshed) - before).abs().max() > 1e-4  # the update moved the adapters, and the copy with them
+    for name, param in engine.module.named_parameters():
+        if not param.requires_grad:
+            assert torch.equal(param, base_weights[name]), f"frozen {name} moved"
+
+
 def test_merged_state_dict_is_the_adapted_model():
     """W + s·B·A loaded into a plain transformers model gives the adapted model's logits, without peft."""
     from transformers import AutoModelForCausalLM

@@ -101,7 +101,7 @@ def _write_errors(root: Path, staging: Path, tag: str) -> Iterator[None]:
             free = "free space unknown"
         latest = root / LATEST
         kept = f"{latest.read_text().strip()} stays the latest checkpoint" if latest.is_file() else "no earlier checkpoint exists"
-        raise CheckpointError(f"checkpoint: cannot save {tag} in {root} ({one_line(exc)}; {free}); {kept}") from None
+        raise CheckpointError(f"checkpoint: cannot save {tag} in {root} ({exception_line(exc)}; {free}); {kept}") from None
 
 
 def _remove(checkpoint: Path) -> None:
@@ -128,7 +128,7 @@ def _prune(root: Path, keep_last: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def one_line(exc: BaseException) -> str:
+def exception_line(exc: BaseException) -> str:
     """`Type: message` on one line: the first two non-empty lines of the message, and how many more there were (a
     state-dict mismatch lists every tensor)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -156,7 +156,7 @@ def read_marker(checkpoint_dir: Path) -> dict[str, Any]:
     try:
         saved = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: unreadable {COMPLETE} marker ({one_line(exc)})") from None
+        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: unreadable {COMPLETE} marker ({exception_line(exc)})") from None
     return {"stage": "grpo", **saved}
 
 
@@ -173,7 +173,7 @@ def load_checkpoint(engine, checkpoint_dir: Path, *, rank: int, world_size: int)
         state = torch.load(checkpoint_dir / f"trainer_state_rank{rank}.pt", weights_only=False)
     except Exception as exc:  # DeepSpeed and torch raise many types on a damaged file: report them all the same way
         shape = "; it was saved for a model of another shape than model.* describes" if "size mismatch" in str(exc) else ""
-        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: cannot load ({one_line(exc)}){shape}") from None
+        raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: cannot load ({exception_line(exc)}){shape}") from None
     if path is None:
         raise CheckpointError(f"checkpoint.resume: {checkpoint_dir}: DeepSpeed found no checkpoint there")
     return state

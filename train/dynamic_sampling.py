@@ -3,8 +3,8 @@
 A group whose G completions all get the same reward has zero advantage: it adds nothing to the policy gradient, yet
 counts in the batch, so the effective batch shrinks as the model gets better (or stays hopeless) on a prompt. DAPO
 over-samples and keeps only groups with spread until the batch is full. Here, per step and per rank: draw this
-rank's B prompts, sample and score their groups, keep the informative ones (train/advantages.py::informative_groups),
-and draw again while any rank still lacks B, at most `max_num_gen_batches` rounds (verl's name for the bound). Every
+rank's b = B/W prompts, sample and score their groups, keep the informative ones (train/advantages.py::informative_groups),
+and draw again while any rank still lacks b, at most `max_num_gen_batches` rounds (verl's name for the bound). Every
 rank makes the same number of rounds (the decision is all-reduced), so ZeRO-3's lock-step generation stays matched,
 and every rank's prompt sampler advances by the same draws, which its checkpointed state records: resume stays exact.
 

@@ -151,7 +151,7 @@ class Engine:
 
     @contextlib.contextmanager
     def generation_weights(self, *, gather: bool = True) -> Iterator[torch.nn.Module]:
-        """The HF module to sample from. Under LoRA (ZeRO 0-2) a plain model of the merged weights W + s·B·A, kept
+        """The HF module to sample from. Under LoRA (ZeRO 0-2, float32) a plain model of the merged weights W + s·B·A, kept
         up to date with the adapters (train/lora.py::merged_model). Under ZeRO-3 each rank holds a shard of every weight; gathering them per
         forward would cost one all-gather per layer per generated token, so (like TRL's `unwrap_model_for_generation`)
         the full weights are gathered once for the whole block with DeepSpeed's fetch hooks detached. With
@@ -162,9 +162,11 @@ class Engine:
 
             with unwrap_model_for_generation(self.ds):
                 yield self.hf_module
-        elif self.is_lora and not self.sharded:
-            # Decoding is bound by reading the weights once per token step; a peft model also runs two small matmuls
-            # per adapted layer and step. The merged copy costs the adapted layers' weights once more in memory.
+        elif self.is_lora and not self.sharded and self.hf_module.dtype == torch.float32:
+            # A peft model runs two small matmuls per adapted layer and decode step on top of the weights' own. The
+            # merged copy costs the adapted layers' weights once more in memory. float32 only: in bf16/fp16, W + s·B·A
+            # rounds most of a young adapter away (s·B·A is below half a bf16 step of W), so the copy would sample
+            # from nearly the base model.
             if self._merged is None:
                 self._merged = merged_model(self.ds.module)
             elif self._merged_at != self._updates:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+from train.distributed import local_device
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,9 @@ class EngineSpec:
         """The DeepSpeed JSON. Batch sizes always come from thinkrl's config, so they cannot disagree."""
         zero: dict[str, Any] = {"stage": self.zero_stage}
         if self.offload_optimizer:
-            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": local_device().type == "cuda"}
         if self.offload_param:
-            zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+            zero["offload_param"] = {"device": "cpu", "pin_memory": local_device().type == "cuda"}
         if self.zero_stage == 3:
             zero["stage3_gather_16bit_weights_on_model_save"] = True
         config: dict[str, Any] = {

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from rewards.combine import is_correct
 from train.cli_args import CommandParser, add_config_arguments, print_error, program
+from train.files import write_atomic
 from train.rollout import SamplingParams, generate_rollouts
 
 if TYPE_CHECKING:
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2) + "\n")
+        write_atomic(out, json.dumps(record, indent=2) + "\n")
         print(f"{program(COMMAND)}: wrote {out}", flush=True)
     return 0
 

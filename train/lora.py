@@ -14,6 +14,7 @@ serves a ZeRO-3 consolidated state dict, which a peft `merge_and_unload` of shar
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from contextlib import contextmanager
@@ -106,15 +107,16 @@ def merged_model(peft_model):
     SmolLM2-135M, 2 cores: LoRA generation 23% slower than full fine-tuning's before this). Weights that LoRA does not
     touch (embeddings, norms, the LM head) are shared with `peft_model`, not copied; the merged ones are new tensors,
     filled by `refresh_merged`. The trained W never changes (no merge and unmerge in place, so no drift)."""
-    from transformers import AutoModelForCausalLM
-
     base = peft_model.get_base_model()
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(base.config, dtype=base.dtype)
+    with torch.device("meta"):  # the skeleton only: every tensor is assigned below (its class: custom code works too)
+        plain = type(base)(copy.deepcopy(base.config))
     shared = {name.removeprefix(_PEFT_PREFIX).replace(".base_layer.", "."): tensor
               for name, tensor in peft_model.state_dict(keep_vars=True).items()
               if ".lora_A." not in name and ".lora_B." not in name}
     lora_weights = {f"{name.removeprefix(_PEFT_PREFIX)}.weight" for name in lora_scalings(peft_model)}
+    tied = {name for name in lora_weights if name in ("lm_head.weight",)} if base.config.tie_word_embeddings else set()
+    if tied:
+        raise ValueError("merged_model: LoRA on a tied LM head cannot be merged apart from the embedding")
     state = {name: (torch.empty_like(tensor, device=tensor.device) if name in lora_weights else tensor).detach()
              for name, tensor in shared.items()}
     plain.load_state_dict(state, strict=False, assign=True)

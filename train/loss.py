@@ -187,7 +187,7 @@ def grpo_loss(
 @dataclass(frozen=True)
 class GRPOLoss:
     """grpo_loss with its options bound: built once from the config (the builders fill every field from the config
-    section of the same name's keys, train/builders.py `values_from`), called per micro-batch with the step's counts.
+    section of the same name's keys, train/settings.py `values_from`), called per micro-batch with the step's counts.
     A new loss option is a field here and a key in train/config.py's GRPOConfig; nothing in between passes it on."""
 
     loss_type: str

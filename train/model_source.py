@@ -16,13 +16,14 @@ ModelLoadError line naming the path and these forms, raised before any model loa
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from train.checkpoint import COMPLETE, find_checkpoint, one_line
+from train.checkpoint import COMPLETE, exception_line, find_checkpoint, read_marker
 from train.config import ConfigError, load_config
 from train.model import ModelLoadError, load_pretrained, resolve_model_location
 
@@ -126,16 +127,20 @@ def _load_checkpoint(checkpoint: Path, *, dtype: str, attn_implementation: str):
         cfg = load_config(run_config, [f"model.dtype={dtype}", f"model.attn_implementation={attn_implementation}",
                                        "model.gradient_checkpointing=false"])
     except ConfigError as exc:
-        raise ModelLoadError(f"{checkpoint}: its run's {run_config} no longer loads ({one_line(exc)})") from None
+        raise ModelLoadError(f"{checkpoint}: its run's {run_config} no longer loads ({exception_line(exc)})") from None
     model, tokenizer = build_policy(cfg)
-    if cfg.model.lora is not None:
+    # A GRPO checkpoint of a LoRA run holds adapters; an SFT checkpoint does only if the SFT stage trained them
+    # (sft.lora); otherwise its weights are plain.
+    stage = read_marker(checkpoint).get("stage", "grpo")
+    lora = cfg.model.lora is not None and (stage == "grpo" or (cfg.sft is not None and cfg.sft.lora))
+    if lora:
         model = with_lora(cfg, model)
     try:
         model.load_state_dict(checkpoint_weights(checkpoint))
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelLoadError(f"{checkpoint}: cannot load its weights into the model {run_config} describes "
-                             f"({one_line(exc)})") from None
-    if cfg.model.lora is not None:
+                             f"({exception_line(exc)})") from None
+    if lora:
         model = model.merge_and_unload()
     model.config.use_cache = True  # build_policy set up a training forward
     return model, tokenizer

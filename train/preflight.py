@@ -104,10 +104,9 @@ def run(args: argparse.Namespace) -> int:
         if args.samples > 0:
             device = local_device()
             model.to(device)
-            max_tokens = min(cfg.rollout.max_completion_length, args.max_tokens)
             samples = sample_check(cfg, model, tokenizer, train_set, combiner, device, num_prompts=args.samples,
-                                   num_generations=args.generations, max_tokens=max_tokens)
-            print("\n".join(sample_lines(samples, max_tokens)), flush=True)
+                                   num_generations=args.generations, max_tokens=args.max_tokens)
+            print("\n".join(sample_lines(samples, min(cfg.rollout.max_completion_length, args.max_tokens))), flush=True)
     if failure is not None and accuracy_reward in VERIFIED_REWARDS:
         return print_error(COMMAND, failure)
     if failure is not None:  # as the trainer: a custom or shaping reward's perfect completion is a guess

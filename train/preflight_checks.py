@@ -218,7 +218,7 @@ def gold_summary(reports: list[GoldReport]) -> str:
 @torch.no_grad()
 def sample_report(model, tokenizer, rows: dict[str, list], combiner, *, num_generations: int, sampling: SamplingParams,
                   device, synced_gpus: bool = False) -> list[dict]:
-    """Sample `num_generations` completions for each of the B prompts of `rows` (columns as in `gold_report`, plus
+    """Sample `num_generations` completions for each of the b prompts of `rows` (columns as in `gold_report`, plus
     `prompt_ids`) and score them as training does. Returns [B*G] {prompt, completion, truncated, scores: {reward: score}}."""
     rollout = generate_rollouts(model, tokenizer, rows["prompt_ids"], num_generations=num_generations, sampling=sampling,
                                 device=device, synced_gpus=synced_gpus)

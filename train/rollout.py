@@ -121,7 +121,7 @@ def _sample_with_cache(
     top_k: int,
     top_p: float,
 ) -> torch.Tensor:
-    """prompt_ids, prompt_mask [B, P] (left-padded, one row per prompt) -> completion ids [B*G, L'] (group-major),
+    """prompt_ids, prompt_mask [b, P] (left-padded, one row per prompt) -> completion ids [b*G, L'] (group-major),
     L' <= max_new_tokens.
 
     What HF `generate` computes for the prompts repeated G times (same forward, warpers and draw; a row that has emitted
@@ -136,7 +136,7 @@ def _sample_with_cache(
     cache_kwarg, takes_logits_to_keep = _forward_kwargs(model)
     cache = _new_cache(model)
     extra = {cache_kwarg: cache, **({"logits_to_keep": 1} if takes_logits_to_keep else {})}
-    positions = position_ids_from_mask(prompt_mask)  # [B, P]: the positions the log-prob forward recomputes
+    positions = position_ids_from_mask(prompt_mask)  # [b, P]: the positions the log-prob forward recomputes
     logits = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, **extra).logits
     cache.batch_repeat_interleave(num_generations)
     prompt_mask, positions = prompt_mask.repeat_interleave(num_generations, dim=0), positions.repeat_interleave(num_generations, dim=0)
@@ -178,7 +178,7 @@ def _sample_with_cache(
 
 
 def left_pad(prompt_ids: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B] token-id lists -> (ids [B, P], mask [B, P]), left-padded so every prompt ends at column P-1 and every
+    """[b] token-id lists -> (ids [b, P], mask [b, P]), left-padded so every prompt ends at column P-1 and every
     completion starts at column P."""
     width = max(len(ids) for ids in prompt_ids)
     ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
@@ -202,15 +202,15 @@ def generate_rollouts(
     synced_gpus: bool = False,
     do_sample: bool = True,
 ) -> RolloutBatch:
-    """Sample `num_generations` completions for each of the B prompts (group-major rows, N = B*G), at most
+    """Sample `num_generations` completions for each of the b prompts (group-major rows, N = b*G; b = B/W in training), at most
     `sampling.max_completion_length` tokens each.
 
-    prompt_ids: [B] token ids of the prompts, as `data.prompts.prepare_prompts` made them (the one tokenisation).
+    prompt_ids: [b] token ids of the prompts, as `data.prompts.prepare_prompts` made them (the one tokenisation).
     synced_gpus: ranks decode in lock-step (Engine.lockstep). do_sample: False decodes greedily (evaluation); the
     temperature, top-p and top-k are then ignored."""
     max_completion_length, temperature, top_p, top_k = (
         sampling.max_completion_length, sampling.temperature, sampling.top_p, sampling.top_k)
-    unique_ids, unique_mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)  # [B, P]
+    unique_ids, unique_mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)  # [b, P]
     prompt_ids_rows = unique_ids.repeat_interleave(num_generations, dim=0)  # [N, P]
     prompt_mask = unique_mask.repeat_interleave(num_generations, dim=0)  # [N, P]
     was_training = model.training

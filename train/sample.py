@@ -262,7 +262,7 @@ def sample(args: argparse.Namespace) -> dict:
         ordered = [row for i in sorted(rows) for row in sorted(rows[i], key=lambda r: r["sample_index"])]
         write_atomic(output, "".join(json.dumps(row) + "\n" for row in ordered))
         summary.update(kept_rows=len(ordered), prompts_done=len(finished), prompts_excluded=excluded)
-        output.with_name(output.name + ".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_atomic(output.with_name(output.name + ".summary.json"), json.dumps(summary, indent=1) + "\n")
         rates = ", ".join(f"{name} {rate:.1%}" for name, rate in summary["acceptance_rate"].items())
         print(f"{program(COMMAND)}: {len(finished)}/{num_prompts} prompts done; {summary['samples_now']} samples this run, "
               f"{summary['kept_now']} kept ({args.keep}); acceptance (score >= 1): {rates}; "

@@ -1,6 +1,6 @@
 """Settings as values: each stage's settings built once from the config into a frozen value the component that gives
 them meaning defines (SamplingParams in train/rollout.py, GRPOLoss in train/loss.py, MicroBatching in
-train/micro_batches.py, EngineSpec in train/engine.py), then handed down. Nothing between the config and that component
+train/micro_batches.py, EngineSpec in train/engine_spec.py), then handed down. Nothing between the config and that component
 passes a knob on by hand: a new loss option is a key in train/config.py's GRPOConfig and a field of GRPOLoss, and
 `values_from` carries it.
 """

@@ -9,7 +9,7 @@
   a peft model under LoRA);
 * weights: `generation_weights()` (the module to sample from: full weights gathered once under ZeRO-3, a merged
   W + s·B·A copy under LoRA),
-  `full_state_dict()` (every weight in full on CPU, merged W + s·B·A under LoRA if asked), `reference()` (the frozen
+  `full_state_dict()` (every weight in full on CPU; `merge_lora` turns it into W + s·B·A under LoRA), `reference()` (the frozen
   initial policy for the KL term);
 * the optimiser step over micro-batches (`optimizer_step`, the single backward call site) and checkpoint I/O.
 
@@ -176,10 +176,9 @@ class Engine:
         else:
             yield self.hf_module
 
-    def full_state_dict(self, *, merge_lora: bool = False, every_rank: bool = True) -> dict[str, torch.Tensor] | None:
+    def full_state_dict(self, *, every_rank: bool = True) -> dict[str, torch.Tensor] | None:
         """Every weight in full, on CPU. Collective under ZeRO-3: call on all ranks.
 
-        merge_lora: under LoRA, the plain transformers state dict of W + s·B·A (train/lora.py) instead of peft's.
         every_rank: every rank gets the weights (gathered with GatheredParameters); False: only rank 0 does (DeepSpeed's
         consolidated state dict, gathered one parameter at a time to rank 0, for a save), the others get None.
         """
@@ -197,7 +196,7 @@ class Engine:
             state = self.ds._zero3_consolidated_16bit_state_dict()  # collective; the weights land on rank 0 only
             if self.ds.global_rank != 0:
                 return None
-        return self.merge_lora(state) if merge_lora else state
+        return state
 
     def merge_lora(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Under LoRA, the plain transformers state dict of W + s·B·A from this engine's full (peft) state dict

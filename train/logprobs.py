@@ -274,29 +274,20 @@ def completion_logprobs(
     # length this drops the head's work on padding, e.g. half of it when the mean completion is half the longest.
     scored = attention_mask[:, -width:].reshape(-1).bool()  # [N*L]
     index = scored.nonzero().squeeze(1)  # [K]
-    packed = _packed_hidden(hf_model, decoder, input_ids, attention_mask, width)
-    if packed is not None:
-        scored_logprobs, scored_entropy = lm_head_logprobs(hf_model, packed, targets[index], temperature=temperature,
-                                                           chunk_size=chunk_size, sharded=sharded)
-        logprobs = scored_logprobs.new_zeros(num_rows * width).index_put((index,), scored_logprobs)  # differentiable
-        entropy = scored_entropy.new_zeros(num_rows * width).index_put_((index,), scored_entropy)
-        return logprobs.view(num_rows, width), entropy.view(num_rows, width)
-    hidden = _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width, sharded=sharded)
+    hidden = _packed_hidden(hf_model, decoder, input_ids, attention_mask, width)  # [K, H], or None
     if hidden is None:
-        hidden = decoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state  # [N, P+L, H]
-        # The hidden state at position t predicts token t+1: positions P-1 .. P+L-2 predict the L completion tokens.
-        hidden = hidden[:, -width - 1 : -1, :]
-    hidden = hidden.reshape(num_rows * width, -1)  # [N*L, H]
-    if bool(scored.all()):
-        logprobs, entropy = lm_head_logprobs(hf_model, hidden, targets, temperature=temperature, chunk_size=chunk_size,
-                                             sharded=sharded)
-        return logprobs.view(num_rows, width), entropy.view(num_rows, width)
-    scored_logprobs, scored_entropy = lm_head_logprobs(hf_model, hidden[index], targets[index], temperature=temperature,
+        hidden = _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width, sharded=sharded)
+        if hidden is None:
+            hidden = decoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
+            ).last_hidden_state  # [N, P+L, H]
+            # The hidden state at position t predicts token t+1: positions P-1 .. P+L-2 predict the L completion tokens.
+            hidden = hidden[:, -width - 1 : -1, :]
+        hidden = hidden.reshape(num_rows * width, -1)[index]  # [K, H]
+    scored_logprobs, scored_entropy = lm_head_logprobs(hf_model, hidden, targets[index], temperature=temperature,
                                                        chunk_size=chunk_size, sharded=sharded)
     logprobs = scored_logprobs.new_zeros(num_rows * width).index_put((index,), scored_logprobs)  # differentiable
     entropy = scored_entropy.new_zeros(num_rows * width).index_put_((index,), scored_entropy)

@@ -26,6 +26,15 @@ ADAPTER = "default"  # peft's name of the one adapter thinkrl adds
 _PEFT_PREFIX = "base_model.model."
 
 
+def plain_name(peft_name: str) -> str:
+    """A peft state-dict or module name as the plain transformers model names it.
+
+    >>> plain_name("base_model.model.model.layers.0.mlp.up_proj.base_layer.weight")
+    'model.layers.0.mlp.up_proj.weight'
+    """
+    return peft_name.replace(".base_layer.", ".").removeprefix(_PEFT_PREFIX)
+
+
 def add_lora(model, *, r: int, alpha: float, dropout: float, target_modules, use_rslora: bool):
     """`model` wrapped in a peft PeftModel with one LoRA adapter; its base weights frozen. A target that matches no
     module is a ValueError naming it and the model's linear layers."""
@@ -96,8 +105,7 @@ def merged_state_dict(state_dict: dict[str, torch.Tensor], scalings: dict[str, f
             lora_a = state_dict[f"{layer}.lora_A.{ADAPTER}.weight"].float()
             lora_b = state_dict[f"{layer}.lora_B.{ADAPTER}.weight"].float()
             tensor = (tensor.float() + scalings[layer] * (lora_b @ lora_a)).to(tensor.dtype)
-        plain = key.replace(".base_layer.", ".")
-        merged[plain.removeprefix(_PEFT_PREFIX)] = tensor
+        merged[plain_name(key)] = tensor
     return merged
 
 
@@ -110,10 +118,10 @@ def merged_model(peft_model):
     base = peft_model.get_base_model()
     with torch.device("meta"):  # the skeleton only: every tensor is assigned below (its class: custom code works too)
         plain = type(base)(copy.deepcopy(base.config))
-    shared = {name.removeprefix(_PEFT_PREFIX).replace(".base_layer.", "."): tensor
+    shared = {plain_name(name): tensor
               for name, tensor in peft_model.state_dict(keep_vars=True).items()
               if ".lora_A." not in name and ".lora_B." not in name}
-    lora_weights = {f"{name.removeprefix(_PEFT_PREFIX)}.weight" for name in lora_scalings(peft_model)}
+    lora_weights = {f"{plain_name(name)}.weight" for name in lora_scalings(peft_model)}
     tied = {name for name in lora_weights if name in ("lm_head.weight",)} if base.config.tie_word_embeddings else set()
     if tied:
         raise ValueError("merged_model: LoRA on a tied LM head cannot be merged apart from the embedding")
@@ -143,7 +151,7 @@ def refresh_merged(peft_model, plain) -> None:
     for name, layer in peft_model.named_modules():
         if not isinstance(layer, LoraLayer):
             continue
-        target = params[f"{name.removeprefix(_PEFT_PREFIX)}.weight"]
+        target = params[f"{plain_name(name)}.weight"]
         lora_a, lora_b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
         merged = torch.addmm(layer.get_base_layer().weight.float(), lora_b.float(), lora_a.float(), alpha=layer.scaling[ADAPTER])
         target.copy_(merged)

@@ -87,18 +87,24 @@ def _packed_length(attention_mask, width):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("path", ["packed", "shared_prompt"])
+@pytest.mark.parametrize("path", ["packed", "packed_dense_mask", "shared_prompt"])
 @pytest.mark.parametrize("row_order", ["as_sampled", "reversed"])
 def test_shared_prompt_forward_equals_naive_values_and_gradients(tokenizer, monkeypatch, attn, path, row_order):
     """Rows with the same prompt run it once: the same log-probs and gradients as one full forward per row, and the
     path is really taken. packed: ONE decoder call on one sequence of the two prompts and the completions without
-    padding (train/logprobs.py::_packed_hidden); shared_prompt (taken when packing is not possible): the prompts, 2
-    rows, not 6, then the completions, KV cache indexed out to the group. Reversed rows put the groups in another
-    order than torch.unique sorts the prompts in (the packed sequence's order): results still come back per row."""
+    padding (train/logprobs.py::_packed_hidden), attention segment by segment (train/packed_attention.py);
+    packed_dense_mask: the same sequence with a [T, T] block mask (the model's own attention, as under activation
+    checkpointing); shared_prompt (taken when packing is not possible): the prompts, 2 rows, not 6, then the
+    completions, KV cache indexed out to the group. Reversed rows put the groups in another order than torch.unique
+    sorts the prompts in (the packed sequence's order): results still come back per row."""
     from train import logprobs
 
     if path == "shared_prompt":
         monkeypatch.setattr(logprobs, "MAX_PACKED_TOKENS", 0)
+    if path == "packed_dense_mask":
+        monkeypatch.setattr(logprobs, "supports_segment_attention", lambda model: False)
+    plans, make_plan = [], logprobs.segment_plan  # counts the forwards that take segment attention
+    monkeypatch.setattr(logprobs, "segment_plan", lambda *args: plans.append(make_plan(*args)) or plans[-1])
     model = make_tiny_model(tokenizer)
     model.config._attn_implementation = attn
     input_ids, attention_mask, completion_mask = _group_batch(tokenizer)
@@ -111,14 +117,68 @@ def test_shared_prompt_forward_equals_naive_values_and_gradients(tokenizer, monk
     shapes = []
     model.get_decoder().register_forward_pre_hook(lambda m, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     got, _ = completion_logprobs(model, input_ids, attention_mask, 5, temperature=0.7, chunk_size=4)
-    if path == "packed":
+    if path.startswith("packed"):
         assert shapes == [(1, _packed_length(attention_mask, 5))]
     else:
         assert [rows for rows, _ in shapes] == [2, 6]
+    assert len(plans) == (path == "packed")
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     (got * completion_mask).sum().backward()
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, expected_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_segment_plan_by_hand():
+    """Packed sequence [p0 p1 | c0 c1 | d0] (T = 5): one prompt of 2 tokens, then two completions of 2 and 1 tokens
+    (the tokens that run through the decoder). Prompt queries see the prompt causally; a completion's queries see the
+    whole prompt and their own earlier tokens, never the other completion; padding slots are masked."""
+    from train.packed_attention import segment_plan
+
+    plan = segment_plan([(0, 2)], [(2, 2, 0), (4, 1, 0)], 5, "cpu")
+    assert plan.prompts.query_index.tolist() == [[0, 1]]
+    assert plan.prompts.mask[:, 0].tolist() == [[[True, False], [True, True]]]
+    completions = plan.completions
+    assert completions.query_index.tolist() == [[2, 3], [4, 4]]  # the second completion's padding slot repeats 4
+    assert completions.key_index.tolist() == [[0, 1, 2, 3], [0, 1, 4, 4]]
+    assert completions.mask[:, 0].tolist() == [
+        [[True, True, True, False], [True, True, True, True]],
+        [[True, True, True, False], [True, True, True, False]],  # the padding query still sees the prompt: no NaN
+    ]
+    # outputs: prompt slots 0, 1; completion slots 2 + (row * 2 + column)
+    assert plan.slot.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_segment_attention_equals_the_block_mask():
+    """The segment batches give the dense block-mask attention's outputs and gradients on a random packed sequence of
+    two groups with GQA (4 query heads over 2 key/value heads)."""
+    from types import SimpleNamespace
+
+    from train.packed_attention import PLAN_KWARG, segment_attention_forward, segment_plan
+
+    prompts, completions = [(0, 3), (9, 2)], [(3, 4, 0), (7, 2, 0), (11, 3, 1)]
+    T, D = 14, 8
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(1, 4, T, D, generator=generator, requires_grad=True)
+    key = torch.randn(1, 2, T, D, generator=generator, requires_grad=True)
+    value = torch.randn(1, 2, T, D, generator=generator, requires_grad=True)
+    owner = torch.full((T,), -1)
+    group = torch.zeros(T, dtype=torch.long)
+    for number, (start, length) in enumerate(prompts):
+        group[start : start + length] = number
+    for number, (start, length, prompt) in enumerate(completions):
+        owner[start : start + length], group[start : start + length] = number, prompt
+    visible = torch.ones(T, T, dtype=torch.bool).tril() & (group[:, None] == group[None, :]) & (
+        (owner[None, :] < 0) | (owner[:, None] == owner[None, :]))
+    dense = torch.nn.functional.scaled_dot_product_attention(query, key.repeat_interleave(2, 1), value.repeat_interleave(2, 1),
+                                                            attn_mask=visible, scale=0.3).transpose(1, 2)
+    segments, _ = segment_attention_forward(SimpleNamespace(), query, key, value, None, scaling=0.3,
+                                            **{PLAN_KWARG: segment_plan(prompts, completions, T, "cpu")})
+    torch.testing.assert_close(segments, dense)
+    weights = torch.randn(dense.shape, generator=generator)
+    dense_grads = torch.autograd.grad((dense * weights).sum(), (query, key, value))
+    segment_grads = torch.autograd.grad((segments * weights).sum(), (query, key, value))
+    for got, expected in zip(segment_grads, dense_grads):
+        torch.testing.assert_close(got, expected)
 
 
 def test_shared_prompt_forward_with_one_token_completions(tokenizer):

@@ -168,3 +168,30 @@ def test_finished_rows_leave_the_decode_batch(tokenizer, monkeypatch):
     assert lean_rows[0] == len(PROMPTS) and len(lean_rows) == steps  # one prompt forward, then steps-1 decode forwards
     assert min(lean_rows[1:]) < N and lean_rows[1:] == sorted(lean_rows[1:], reverse=True)
     assert sum(lean_rows[1:]) < sum(rows_per_forward[1:]) == N * (steps - 1)
+
+
+def test_preallocated_cache_layer_holds_what_dynamic_layer_holds():
+    """The sampler's cache layer (train/rollout.py::_new_cache) writes each step into one buffer instead of
+    concatenating: the same keys/values as transformers' DynamicLayer through prefill, decode steps, repeat and
+    select, without reallocating within its capacity."""
+    from transformers.cache_utils import DynamicLayer
+
+    layer, reference = rollout._preallocated_layer()(capacity=6), DynamicLayer()
+    generator = torch.Generator().manual_seed(0)
+    steps = [torch.randn(2, 3, 2, 4, generator=generator)]  # prefill: 2 rows, 3 heads, 2 positions, head dim 4
+    for cache_layer in (layer, reference):
+        cache_layer.update(steps[0], -steps[0])
+    layer.batch_repeat_interleave(2)
+    reference.batch_repeat_interleave(2)
+    buffer = layer.key_buffer.data_ptr()
+    for _ in range(3):
+        step = torch.randn(4, 3, 1, 4, generator=generator)
+        keys, values = layer.update(step, -step)
+        expected_keys, expected_values = reference.update(step, -step)
+        assert torch.equal(keys, expected_keys) and torch.equal(values, expected_values)
+    assert layer.key_buffer.data_ptr() == buffer and layer.get_seq_length() == reference.get_seq_length() == 5
+    layer.batch_select_indices(torch.tensor([3, 0]))
+    reference.batch_select_indices(torch.tensor([3, 0]))
+    step = torch.randn(2, 3, 2, 4, generator=generator)  # past the capacity of 6: grows like DynamicLayer
+    keys, _ = layer.update(step, -step)
+    assert torch.equal(keys, reference.update(step, -step)[0]) and layer.capacity == 7

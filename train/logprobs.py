@@ -11,11 +11,13 @@ Shared prompts and no padding. The G completions of a group share their prompt, 
 lengths. Run as one [N, P+L] forward, every prompt goes through the decoder G times with identical results and every
 row runs to the longest completion. Three forwards, the first that applies is taken:
 * packed (`_packed_hidden`): one sequence holding each distinct prompt once, each followed by its group's completions
-  without padding, and a block mask (a completion token sees its prompt and its own earlier tokens), positions
-  restarting at each prompt; taken when the tokens it saves pay for the larger attention (it is one sequence), within
-  MAX_PACKED_TOKENS, with sdpa/eager attention and no sliding-window layers. On SmolLM2-135M (16 rows, completions
-  of 38 tokens on average, 64 at most), with the LM head on scored tokens only, the update's forward + backward went
-  from 11.3 to 7.3 s per step.
+  without padding (a completion token sees its prompt and its own earlier tokens), positions restarting at each
+  prompt; within MAX_PACKED_TOKENS, with sdpa/eager attention and no sliding-window layers. Attention runs segment by
+  segment (train/packed_attention.py), so it computes only the pairs a token may see; under activation checkpointing a
+  [T, T] block mask is used instead, and packing is then taken only when the tokens it saves pay for the T^2 pairs.
+  On SmolLM2-135M (16 rows, completions of 38 tokens on average, 64 at most), with the LM head on scored tokens only,
+  the update's forward + backward went from 11.3 to 7.3 s per step with the block mask; segment attention then
+  took a micro-batch of 16 rows (2 prompts) from 4.06 to 3.64 s under LoRA (benchmarks/results_step_profile.md).
 * shared prompt (`_shared_prompt_hidden`): each distinct prompt runs once with a KV cache, indexed out to its G rows;
   then only the completion tokens run, padded. Not under gradient checkpointing (HF turns the cache off there) or
   ZeRO-3 (each forward is a collective that all ranks must make alike, and the count would differ by rank).
@@ -32,6 +34,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from train.packed_attention import PLAN_KWARG, segment_attention, segment_plan, supports_segment_attention
 
 if TYPE_CHECKING:
     from train.micro_batches import MicroBatching
@@ -68,20 +72,22 @@ def _checkpointing(hf_model) -> bool:
     return bool(getattr(hf_model, name, False))
 
 
-# A packed forward's sequence holds at most this many tokens: its [T, T] attention mask (4 bytes an entry) stays under
-# 64 MiB. Longer micro-batches take the padded forward (make them smaller with optim.micro_batch_size or a token budget).
+# A packed forward's sequence holds at most this many tokens: under activation checkpointing its [T, T] attention mask
+# (4 bytes an entry) stays under 64 MiB, and otherwise one forward's activations stay bounded. Longer micro-batches
+# take the padded forward (make them smaller with optim.micro_batch_size or a token budget).
 MAX_PACKED_TOKENS = 4096
 
 
 def _packed_hidden(hf_model, decoder, input_ids, attention_mask, width: int) -> torch.Tensor | None:
     """Hidden states [K, H] that predict the K scored completion tokens (attention mask 1 in the last `width` columns,
     in row-major order), from ONE forward of a single packed sequence without padding: each distinct prompt's tokens
-    once, followed by the completions of its group (each without its last token, which predicts nothing). A block mask
-    lets a completion token see its group's prompt and its own earlier tokens only, and positions restart at each
-    prompt, so every token computes what it computes in the padded [N, P+L] forward (causal attention, the same
-    positions); no padding position and no repeated prompt runs through the decoder. None where the padded forward is
-    used instead: flash-attention (it takes position-id resets, not block masks), sliding-window layers (a block mask
-    would override the window), a packed sequence over MAX_PACKED_TOKENS.
+    once, followed by the completions of its group (each without its last token, which predicts nothing). A completion
+    token sees its group's prompt and its own earlier tokens only (segment attention, or a block mask under activation
+    checkpointing), and positions restart at each prompt, so every token computes what it computes in the padded
+    [N, P+L] forward (causal attention, the same positions); no padding position and no repeated prompt runs through
+    the decoder. None where the padded forward is used instead: flash-attention (it takes position-id resets, not
+    block masks), sliding-window layers (the segments and the block mask would override the window), a packed
+    sequence over MAX_PACKED_TOKENS.
 
     One forward per call whatever the rows hold, so under ZeRO-3 every rank makes the same collectives."""
     prompt_width = input_ids.shape[1] - width
@@ -101,12 +107,14 @@ def _packed_hidden(hf_model, decoder, input_ids, attention_mask, width: int) -> 
     for row, g in enumerate(group):
         first_row.setdefault(g, row)
     packed_ids, positions, owner = [], [], []  # owner: the row a token belongs to, -1 - g for prompt g's tokens
+    prompt_segments, completion_segments = [], []  # (start, length) and (start, length, prompt number): the plan
     predictors: dict[int, torch.Tensor] = {}  # row -> packed index of the hidden state predicting each scored token
     for g in sorted(first_row):
         prompt = input_ids[first_row[g], :prompt_width][prompt_mask[first_row[g]]]
         if len(prompt) == 0:
             return None  # nothing to predict the first completion token from
         last_prompt = len(packed_ids) + len(prompt) - 1
+        prompt_segments.append((len(packed_ids), len(prompt)))
         packed_ids += prompt.tolist()
         positions += range(len(prompt))
         owner += [-1 - g] * len(prompt)
@@ -116,18 +124,33 @@ def _packed_hidden(hf_model, decoder, input_ids, attention_mask, width: int) -> 
                 continue
             start = len(packed_ids)
             predictors[row] = torch.tensor([last_prompt] + list(range(start, start + count - 1)))
+            if count > 1:
+                completion_segments.append((start, count - 1, len(prompt_segments) - 1))
             packed_ids += input_ids[row, prompt_width : prompt_width + count - 1].tolist()
             positions += range(len(prompt), len(prompt) + count - 1)
             owner += [row] * (count - 1)
-    # One sequence of T tokens instead of N rows of P+L: fewer tokens through every linear layer, but attention over
-    # T^2 pairs instead of N (P+L)^2 (SDPA does not skip masked blocks). A pair costs about 4H FLOPs per layer where a
-    # token's linear layers cost about 24 H^2 (H the hidden size), so a pair is worth 1/(6H) of a token: pack only
-    # when the tokens saved pay for the pairs added.
-    packed, padded_rows = len(packed_ids), input_ids.shape[0]
-    added_pairs = packed**2 - padded_rows * input_ids.shape[1] ** 2
-    if packed > MAX_PACKED_TOKENS or added_pairs > 6 * hf_model.config.hidden_size * (padded_rows * input_ids.shape[1] - packed):
-        return None
     device = input_ids.device
+    packed, padded_rows = len(packed_ids), input_ids.shape[0]
+    if packed > MAX_PACKED_TOKENS:
+        return None
+    extra = {}
+    if supports_segment_attention(hf_model) and not _checkpointing(hf_model):
+        # Segment attention (train/packed_attention.py) computes only the pairs a token may see, fewer than the padded
+        # forward's: packing then always saves work, and no [T, T] mask exists to bound.
+        extra[PLAN_KWARG] = segment_plan(prompt_segments, completion_segments, packed, device)
+        with segment_attention(hf_model):
+            hidden = decoder(
+                input_ids=torch.tensor([packed_ids], device=device), position_ids=torch.tensor([positions], device=device),
+                use_cache=False, **extra,
+            ).last_hidden_state[0]  # [T, H]
+        return hidden[torch.cat([predictors[row] for row in sorted(predictors)]).to(device)] if predictors else hidden[:0]
+    # With a dense block mask: one sequence of T tokens instead of N rows of P+L, fewer tokens through every linear
+    # layer, but attention over T^2 pairs instead of N (P+L)^2 (SDPA does not skip masked blocks). A pair costs about
+    # 4H FLOPs per layer where a token's linear layers cost about 24 H^2 (H the hidden size), so a pair is worth 1/(6H)
+    # of a token: pack only when the tokens saved pay for the pairs added.
+    added_pairs = packed**2 - padded_rows * input_ids.shape[1] ** 2
+    if added_pairs > 6 * hf_model.config.hidden_size * (padded_rows * input_ids.shape[1] - packed):
+        return None
     owner_t = torch.tensor(owner, device=device)
     token_group = torch.where(owner_t < 0, -1 - owner_t, torch.tensor(group, device=device)[owner_t.clamp(min=0)])
     causal = torch.ones(len(owner), len(owner), dtype=torch.bool, device=device).tril()

@@ -111,6 +111,42 @@ def test_merged_generation_copy_follows_the_adapters_and_shares_the_rest(dist_si
             assert torch.equal(param, base_weights[name]), f"frozen {name} moved"
 
 
+def test_merged_linears_give_peft_values_and_gradients():
+    """In the update, each LoRA linear computes with its merged weight (train/lora.py::merged_linears, one matmul):
+    the same log-probs and the same gradients for every A and B as peft's three-matmul forward, and the class's forward
+    is back after the block."""
+    from train.logprobs import completion_logprobs
+    from train.lora import merged_linears, merged_model
+
+    tokenizer, _, adapted = adapted_tiny_model()
+    input_ids, attention_mask, completion = random_rows(tokenizer)
+    weights = torch.randn(input_ids.shape[0], completion, generator=torch.Generator().manual_seed(1))
+
+    def logprobs_and_grads(merged_copy=None):
+        adapted.zero_grad()
+        if merged_copy is None:
+            logprobs, _ = completion_logprobs(adapted.get_base_model(), input_ids, attention_mask, completion, temperature=1.0, chunk_size=0)
+        else:
+            with merged_linears(adapted, merged_copy):
+                logprobs, _ = completion_logprobs(adapted.get_base_model(), input_ids, attention_mask, completion, temperature=1.0, chunk_size=0)
+        (logprobs * weights).sum().backward()
+        return logprobs.detach(), {n: p.grad.clone() for n, p in adapted.named_parameters() if p.requires_grad}
+
+    expected, expected_grads = logprobs_and_grads()
+    calls = []
+    merged_copy = merged_model(adapted)
+    merged_copy.register_forward_hook(lambda *args: calls.append(1))  # the copy is a weight store here, never called
+    got, grads = logprobs_and_grads(merged_copy)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert expected_grads.keys() == grads.keys() and len(grads) > 0 and not calls
+    for name, grad in grads.items():
+        scale = expected_grads[name].abs().max().item()  # float rounding of W + s·B·A against peft's two paths
+        assert scale > 0
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+    layer = adapted.get_base_model().model.layers[0].self_attn.q_proj
+    assert "forward" not in vars(layer)  # the instance attribute is gone: peft's own forward again
+
+
 def test_merged_state_dict_is_the_adapted_model():
     """W + s·B·A loaded into a plain transformers model gives the adapted model's logits, without peft."""
     from transformers import AutoModelForCausalLM

@@ -28,7 +28,8 @@ import torch
 
 from train.distributed import all_reduce_sum
 from train.engine_spec import EngineSpec, lr_lambda
-from train.lora import adapters_disabled, causal_lm, is_lora, lora_scalings, merged_model, merged_state_dict, refresh_merged
+from train.lora import (adapters_disabled, causal_lm, is_lora, lora_scalings, merged_linears, merged_model, merged_state_dict,
+                        refresh_merged)
 from train.model import frozen_copy
 from train.optim import GuardedAdamW
 
@@ -162,19 +163,41 @@ class Engine:
 
             with unwrap_model_for_generation(self.ds):
                 yield self.hf_module
-        elif self.is_lora and not self.sharded and self.hf_module.dtype == torch.float32:
-            # A peft model runs two small matmuls per adapted layer and decode step on top of the weights' own. The
-            # merged copy costs the adapted layers' weights once more in memory. float32 only: in bf16/fp16, W + s·B·A
-            # rounds most of a young adapter away (s·B·A is below half a bf16 step of W), so the copy would sample
-            # from nearly the base model.
-            if self._merged is None:
-                self._merged = merged_model(self.ds.module)
-            elif self._merged_at != self._updates:
-                refresh_merged(self.ds.module, self._merged)
-            self._merged_at = self._updates
-            yield self._merged
+        elif self._keeps_merged_copy:
+            yield self._merged_copy()
         else:
             yield self.hf_module
+
+    @property
+    def _keeps_merged_copy(self) -> bool:
+        # A peft model runs two small matmuls per adapted layer and decode step on top of the weights' own. The
+        # merged copy costs the adapted layers' weights once more in memory. float32 only: in bf16/fp16, W + s·B·A
+        # rounds most of a young adapter away (s·B·A is below half a bf16 step of W), so the copy would sample from
+        # nearly the base model. Not under ZeRO-3 (each rank holds only shards of W).
+        return self.is_lora and not self.sharded and self.hf_module.dtype == torch.float32
+
+    def _merged_copy(self) -> torch.nn.Module:
+        """The plain model of W + s·B·A (train/lora.py::merged_model), made on first use and refreshed when an update has
+        changed the adapters since."""
+        if self._merged is None:
+            self._merged = merged_model(self.ds.module)
+        elif self._merged_at != self._updates:
+            refresh_merged(self.ds.module, self._merged)
+        self._merged_at = self._updates
+        return self._merged
+
+    @contextlib.contextmanager
+    def _training_forward(self) -> Iterator[None]:
+        """Around a micro-batch's forward: under LoRA with a merged copy, each adapted linear computes x·(W + s·B·A)ᵀ in
+        one matmul, with peft's gradients for A and B (train/lora.py::merged_linears). Not under activation
+        checkpointing (its recomputation runs after the block)."""
+        from train.logprobs import activation_checkpointing
+
+        if self._keeps_merged_copy and not activation_checkpointing(self.hf_module):
+            with merged_linears(self.ds.module, self._merged_copy()):
+                yield
+        else:
+            yield
 
     def full_state_dict(self, *, every_rank: bool = True) -> dict[str, torch.Tensor] | None:
         """Every weight in full, on CPU. Collective under ZeRO-3: call on all ranks.
@@ -244,7 +267,8 @@ class Engine:
             # The boundary is the last micro-batch, however many there are (a token budget makes the count vary by
             # step), not DeepSpeed's fixed gradient_accumulation_steps; set before the forward, as DeepSpeed asks.
             ds.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
-            loss = micro_loss(micro)
+            with self._training_forward():
+                loss = micro_loss(micro)
             ds.backward(loss * self.world_size, scale_wrt_gas=False)
             if ds.is_gradient_accumulation_boundary() and self.zero_stage == 0:
                 # Without ZeRO, DeepSpeed clips fp32 gradients but does not keep their norm: measure it before the step.

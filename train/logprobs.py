@@ -66,7 +66,7 @@ def _plain_cache(hf_model):
     return cache if all(type(layer) is DynamicLayer for layer in cache.layers) else None
 
 
-def _checkpointing(hf_model) -> bool:
+def activation_checkpointing(hf_model) -> bool:
     """Whether activation checkpointing is on (transformers 5 renamed is_gradient_checkpointing)."""
     name = "is_activation_checkpointing" if hasattr(type(hf_model), "is_activation_checkpointing") else "is_gradient_checkpointing"
     return bool(getattr(hf_model, name, False))
@@ -134,7 +134,7 @@ def _packed_hidden(hf_model, decoder, input_ids, attention_mask, width: int) -> 
     if packed > MAX_PACKED_TOKENS:
         return None
     extra = {}
-    if supports_segment_attention(hf_model) and not _checkpointing(hf_model):
+    if supports_segment_attention(hf_model) and not activation_checkpointing(hf_model):
         # Segment attention (train/packed_attention.py) computes only the pairs a token may see, fewer than the padded
         # forward's: packing then always saves work, and no [T, T] mask exists to bound.
         extra[PLAN_KWARG] = segment_plan(prompt_segments, completion_segments, packed, device)
@@ -172,7 +172,7 @@ def _shared_prompt_hidden(hf_model, decoder, input_ids, attention_mask, width: i
     forward all-gathers the parameters, a collective, so all ranks must make the same number of forwards; whether
     prompts are shared, and whether L = 1, differ per rank, so the plain forward is used."""
     prompt_width = input_ids.shape[1] - width
-    if prompt_width < 1 or _checkpointing(hf_model) or sharded:
+    if prompt_width < 1 or activation_checkpointing(hf_model) or sharded:
         return None
     prompt_ids, prompt_mask = input_ids[:, :prompt_width], attention_mask[:, :prompt_width]
     _, group = torch.unique(torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1), dim=0, return_inverse=True)

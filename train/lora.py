@@ -155,3 +155,62 @@ def refresh_merged(peft_model, plain) -> None:
         lora_a, lora_b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
         merged = torch.addmm(layer.get_base_layer().weight.float(), lora_b.float(), lora_a.float(), alpha=layer.scaling[ADAPTER])
         target.copy_(merged)
+
+
+class _MergedLoRALinear(torch.autograd.Function):
+    """y = x·W'ᵀ + bias with W' = W + s·B·A the merged weight (one matmul), and peft's gradients for A, B and x:
+    dL/dB = s·gᵀ·(x·Aᵀ), dL/dA = s·(g·B)ᵀ·x, dL/dx = g·W' (= g·W + s·(g·B)·A, peft's two paths in one), g = dL/dy.
+    W' is not trained (the base W is frozen and W' is its merged copy), so it gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, x, lora_a, lora_b, merged_weight, bias, scaling: float):
+        ctx.save_for_backward(x, lora_a, lora_b, merged_weight)
+        ctx.scaling = scaling
+        return torch.nn.functional.linear(x, merged_weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, lora_a, lora_b, merged_weight = ctx.saved_tensors
+        grad_x = grad_out @ merged_weight if ctx.needs_input_grad[0] else None
+        flat_grad, flat_x = grad_out.reshape(-1, grad_out.shape[-1]), x.reshape(-1, x.shape[-1])
+        grad_a = (flat_grad @ lora_b).t().mm(flat_x).mul_(ctx.scaling) if ctx.needs_input_grad[1] else None
+        grad_b = flat_grad.t().mm(flat_x @ lora_a.t()).mul_(ctx.scaling) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_a, grad_b, None, None, None
+
+
+def _mergeable(layer, output_embeddings) -> bool:
+    """Whether peft computes `layer` as x·Wᵀ + s·(x·Aᵀ)·Bᵀ with thinkrl's one adapter: a plain Linear base, adapter
+    on and unmerged, no dropout, DoRA or LoRA bias. The LM head is left alone: its checkpointed chunks
+    (train/logprobs.py) are recomputed in the backward, after the block has ended."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    return (
+        type(layer) is LoraLinear and layer is not output_embeddings and not layer.disable_adapters and not layer.merged
+        and list(layer.active_adapters) == [ADAPTER] and isinstance(layer.get_base_layer(), torch.nn.Linear)
+        and isinstance(layer.lora_dropout[ADAPTER], torch.nn.Identity) and not layer.use_dora.get(ADAPTER, False)
+        and ADAPTER not in getattr(layer, "lora_variant", {}) and layer.lora_B[ADAPTER].bias is None
+    )
+
+
+@contextmanager
+def merged_linears(peft_model, plain) -> Iterator[None]:
+    """Within the block, every LoRA linear of `peft_model` computes with its merged weight from `plain` (a
+    `merged_model` copy refreshed to the current adapters): one matmul where peft runs three, a scale and an add, and
+    the same gradients for A and B (_MergedLoRALinear; equal up to float rounding, tests/test_lora.py). On SmolLM2-135M
+    (2 cores) this took LoRA's update from ... (benchmarks/results_step_profile.md). Layers peft computes otherwise
+    (_mergeable) keep its forward. Not under activation checkpointing: the recomputation runs after the block."""
+    params = dict(plain.named_parameters())
+    output_embeddings = peft_model.get_base_model().get_output_embeddings()
+    patched = []
+    try:
+        for name, layer in peft_model.named_modules():
+            if _mergeable(layer, output_embeddings):
+                lora_a, lora_b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+                merged, bias, scaling = params[f"{plain_name(name)}.weight"], layer.get_base_layer().bias, layer.scaling[ADAPTER]
+                layer.forward = (lambda x, *args, _a=lora_a, _b=lora_b, _w=merged, _bias=bias, _s=scaling, **kwargs:
+                                 _MergedLoRALinear.apply(x, _a, _b, _w, _bias, _s))
+                patched.append(layer)
+        yield
+    finally:
+        for layer in patched:
+            del layer.forward  # the class's forward again

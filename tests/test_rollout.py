@@ -170,28 +170,17 @@ def test_finished_rows_leave_the_decode_batch(tokenizer, monkeypatch):
     assert sum(lean_rows[1:]) < sum(rows_per_forward[1:]) == N * (steps - 1)
 
 
-def test_preallocated_cache_layer_holds_what_dynamic_layer_holds():
-    """The sampler's cache layer (train/rollout.py::_new_cache) writes each step into one buffer instead of
-    concatenating: the same keys/values as transformers' DynamicLayer through prefill, decode steps, repeat and
-    select, without reallocating within its capacity."""
-    from transformers.cache_utils import DynamicLayer
-
-    layer, reference = rollout._preallocated_layer()(capacity=6), DynamicLayer()
-    generator = torch.Generator().manual_seed(0)
-    steps = [torch.randn(2, 3, 2, 4, generator=generator)]  # prefill: 2 rows, 3 heads, 2 positions, head dim 4
-    for cache_layer in (layer, reference):
-        cache_layer.update(steps[0], -steps[0])
-    layer.batch_repeat_interleave(2)
-    reference.batch_repeat_interleave(2)
-    buffer = layer.key_buffer.data_ptr()
-    for _ in range(3):
-        step = torch.randn(4, 3, 1, 4, generator=generator)
-        keys, values = layer.update(step, -step)
-        expected_keys, expected_values = reference.update(step, -step)
-        assert torch.equal(keys, expected_keys) and torch.equal(values, expected_values)
-    assert layer.key_buffer.data_ptr() == buffer and layer.get_seq_length() == reference.get_seq_length() == 5
-    layer.batch_select_indices(torch.tensor([3, 0]))
-    reference.batch_select_indices(torch.tensor([3, 0]))
-    step = torch.randn(2, 3, 2, 4, generator=generator)  # past the capacity of 6: grows like DynamicLayer
-    keys, _ = layer.update(step, -step)
-    assert torch.equal(keys, reference.update(step, -step)[0]) and layer.capacity == 7
+def test_multinomial_draw_is_torch_multinomial():
+    """The sampler's draw (train/rollout.py::_multinomial_draw, a vectorised exponential) picks what
+    torch.multinomial(probs, 1) picks from the same seed, and leaves the default generator where multinomial does."""
+    assert rollout._exponential_is_vectorisable()
+    logits = torch.randn(64, 3000, generator=torch.Generator().manual_seed(0)) * 3
+    logits[:, :10] = float("-inf")  # tokens a warper removed: probability 0, never drawn
+    probs = torch.softmax(logits, dim=-1)
+    torch.manual_seed(7)
+    expected = torch.multinomial(probs, num_samples=1).squeeze(1)
+    state_after_multinomial = torch.get_rng_state()
+    torch.manual_seed(7)
+    got = rollout._multinomial_draw(probs)
+    assert torch.equal(got, expected) and (got >= 10).all()
+    assert torch.equal(torch.get_rng_state(), state_after_multinomial)

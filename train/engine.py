@@ -30,7 +30,7 @@ from train.distributed import all_reduce_sum
 from train.engine_spec import EngineSpec, lr_lambda
 from train.lora import (adapters_disabled, causal_lm, is_lora, lora_scalings, merged_linears, merged_model, merged_state_dict,
                         refresh_merged)
-from train.model import frozen_copy
+from train.model import activation_checkpointing, frozen_copy
 from train.optim import GuardedAdamW
 
 
@@ -191,8 +191,6 @@ class Engine:
         """Around a micro-batch's forward: under LoRA with a merged copy, each adapted linear computes x·(W + s·B·A)ᵀ in
         one matmul, with peft's gradients for A and B (train/lora.py::merged_linears). Not under activation
         checkpointing (its recomputation runs after the block)."""
-        from train.logprobs import activation_checkpointing
-
         if self._keeps_merged_copy and not activation_checkpointing(self.hf_module):
             with merged_linears(self.ds.module, self._merged_copy()):
                 yield

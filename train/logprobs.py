@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from train.model import activation_checkpointing
 from train.packed_attention import PLAN_KWARG, segment_attention, segment_plan, supports_segment_attention
 
 if TYPE_CHECKING:
@@ -64,12 +65,6 @@ def _plain_cache(hf_model):
     except (TypeError, ImportError):  # transformers before 4.56
         return None
     return cache if all(type(layer) is DynamicLayer for layer in cache.layers) else None
-
-
-def activation_checkpointing(hf_model) -> bool:
-    """Whether activation checkpointing is on (transformers 5 renamed is_gradient_checkpointing)."""
-    name = "is_activation_checkpointing" if hasattr(type(hf_model), "is_activation_checkpointing") else "is_gradient_checkpointing"
-    return bool(getattr(hf_model, name, False))
 
 
 # A packed forward's sequence holds at most this many tokens: under activation checkpointing its [T, T] attention mask

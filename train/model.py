@@ -206,3 +206,9 @@ def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     reference.requires_grad_(False)
     reference.eval()
     return reference
+
+
+def activation_checkpointing(hf_model) -> bool:
+    """Whether activation checkpointing is on (transformers 5 renamed is_gradient_checkpointing)."""
+    name = "is_activation_checkpointing" if hasattr(type(hf_model), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(hf_model, name, False))

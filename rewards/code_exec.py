@@ -1,11 +1,30 @@
-"""Code-execution reward: run the completion's Python against assert-style tests in a bubblewrap sandbox.
+"""Code-execution reward: run the completion's program in a bubblewrap sandbox and judge what it produced outside it.
 
-Code: the last fenced ```` ```python ```` block, else the ``<answer>`` content. Tests (column ``tests``): a list of
-Python statements, usually ``assert`` lines, each one test (a single string is one test). The solution is executed as
-module ``__solution__`` (so an ``if __name__ == "__main__":`` block does not run), then each test is executed in the
-solution's namespace. Score = fraction of tests that ran without raising; ``all_or_nothing=True`` gives 1.0 only when
-all pass. A program that raises on load fails every test; one that exits early (``exit(0)`` before the tests, a known
-reward hack) gets credit only for tests reported before it exited, i.e. none.
+Code: the last fenced ```` ```python ```` block, else the ``<answer>`` content. Tests come from the dataset columns
+rewards/code_tests.py reads (it documents each format): ``tests`` (assert statements, one test each; a single string
+is one test), ``input_output`` (APPS/TACO: stdin/stdout cases, or call-based with ``fn_name``) and LiveCodeBench's
+``public_test_cases``/``private_test_cases``/``metadata``. Score = fraction of tests passed; ``all_or_nothing=True``
+gives 1.0 only when all pass. A row with no tests scores ``None`` (not applicable), as does one whose test columns
+cannot be read (logged once).
+
+**The verdict is computed here, not by the program.** The program runs in the same interpreter as the harness that
+runs the tests, so it can find and forge whatever the harness reports (the nonce and the results descriptor are
+reachable through ``sys.modules['__main__']`` or frame introspection). The harness therefore reports only what the
+program produced: for an ``assert EXPR == EXPECTED`` test (and the other forms code_tests.py lists) the value of EXPR,
+for a call-based case the returned value, for a stdin case what it wrote to stdout. Expected values never enter the
+sandbox; here the report is decoded into plain data (exact types: an object with an always-true ``__eq__``, or an int
+subclass, is not plain data and fails), and compared with the expected value. A forged report can only claim values,
+which must then equal hidden ones: exiting before the tests (``exit(0)``, ``SystemExit``, ``os._exit``), patching
+builtins, forging result lines, or printing a sample's output score 0 on every test they would fail (probes:
+tests/test_rewards_code_exec.py). Still judged inside, and so forgeable: an assert not of those forms (e.g. a chained
+comparison, or one against a computed value) counts as passed when it ran without raising, as before this change;
+and whatever EXPR computes from the program's objects (``len(f(x))`` asks the program's ``__len__``).
+
+The stdin cases of one completion run in one sandbox call, each with the program afresh (new ``__main__``
+namespace, its own stdin and stdout, fds 0 and 1 included); module state the program leaves in the interpreter
+(imports, patched builtins) carries over between cases, which can leak inputs, never expected outputs. Produced values
+and outputs over ``MAX_PRODUCED_BYTES`` fail, as do stdin inputs over ``FILE_SIZE_LIMIT_BYTES``; all records of a
+call share the ``FILE_SIZE_LIMIT_BYTES`` results file.
 
 The boundary is the operating system, not Python (a policy optimised against this reward learns whatever it allows;
 probes of the previous rlimit-only sandbox read /etc/shadow and the trainer's tokens, SIGKILLed the trainer, reached
@@ -28,54 +47,49 @@ host loopback services and left daemons running). Each program runs in its own b
   kernel then kills every process in the PID namespace, so nothing the program started (forked, setsid) survives.
 
 Not isolated: the kernel itself (an exploit of a kernel bug escapes any namespace sandbox; use a VM for that threat),
-CPU time and memory within the limits, and the results channel: code that finds the result nonce by frame
-introspection or passes asserts with an always-equal ``__eq__`` forges its score. Those are reward hacks within the
-program, not escapes; hidden tests and ``all_or_nothing`` make them harder. Inside the sandbox a best-effort Python
-guard (after OpenAI human-eval ``human_eval/execution.py::reliability_guard``) still disables fork/exec/kill/socket
-and signal functions, and ``SIGALRM`` is armed as a backstop; they stop accidents, the namespaces stop the rest.
+CPU time and memory within the limits, the weaker in-sandbox verdicts above, and tests that are weak in themselves
+(``assert is_prime(7)`` passes a program that always returns True; hidden tests and ``all_or_nothing`` help). Inside
+the sandbox a best-effort Python guard (after OpenAI human-eval ``human_eval/execution.py::reliability_guard``) still
+disables fork/exec/kill/socket and signal functions (``os._exit`` ends the program like ``sys.exit``, so the harness
+goes on), and ``SIGALRM`` is armed as a backstop; they stop accidents, the namespaces stop the rest.
 
 Without a working bubblewrap (not installed, e.g. macOS, or user namespaces forbidden in a container) the batch
 reward raises ``ValueError`` when it is configured, saying how to install it. ``unsafe_no_sandbox=True`` (or
 ``THINKRL_UNSAFE_NO_SANDBOX=1``) runs programs without it, isolated only by rlimits, a new session and the guard:
-that is NO security boundary. ``THINKRL_BWRAP`` names the bwrap binary (default: ``bwrap`` on PATH).
+that is NO security boundary (the program runs as the trainer's user and could read the trainer's memory).
+``THINKRL_BWRAP`` names the bwrap binary (default: ``bwrap`` on PATH).
 
-Timing: each call costs a sandbox start (~10-30 ms) and an interpreter start (~30-150 ms) plus the program's run
-time, at most ``time_limit_s``. In the combiner this reward runs in a worker process whose own limit
+Timing: each completion costs one sandbox start (~10-30 ms) and one interpreter start (~30-150 ms), whatever its
+number of tests or cases, plus the program's run time: ``time_limit_s`` bounds the whole call (all cases together),
+so rows with many heavy cases need a larger one. In the combiner this reward runs in a worker process whose own limit
 (``RewardCombiner(timeout_s=...)``) must exceed ``time_limit_s``; if it does not, the sandbox dies with the killed
 worker (``--die-with-parent``).
+
+Layout: this module is the reward (the program, the row's tests, the score, whether the sandbox works);
+rewards/code_run.py runs one call (``FILE_SIZE_LIMIT_BYTES``, ``MAX_PRODUCED_BYTES``, ``PROCESS_LIMIT``),
+rewards/sandbox.py builds the bwrap command line (``TMPFS_BYTES``) and ends the sandbox, rewards/sandbox_harness.py
+runs inside it, rewards/code_tests.py reads the tests and rewards/code_judge.py judges what the program produced.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import os
-import resource
-import secrets
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 
+from rewards.code_run import execute
+from rewards.code_tests import CodeTest, assert_tests, row_tests
 from rewards.extract import as_text, extract_answer_tag, last_code_block
-from rewards.sandbox import (
-    BWRAP_ENV_VARS, HARNESS, TMPFS_BYTES, bwrap_argv, end_sandbox, interpreter, sandbox_init_pidfd,  # noqa: F401 (TMPFS_BYTES: re-export)
-)
 
 logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000  # a longer "solution" is a dump, not code worth a process
-MAX_RESULT_BYTES = 1 << 20  # how much of the results file is read back
-FILE_SIZE_LIMIT_BYTES = 16 << 20  # RLIMIT_FSIZE: the largest file the program may write
-PROCESS_LIMIT = 0  # processes or threads a sandboxed program may start besides itself
-SANDBOX_UID_BASE, SANDBOX_UID_SPAN = 1 << 30, 1 << 29  # root: the program runs as a random uid in this range
 BWRAP_ENV, UNSAFE_ENV = "THINKRL_BWRAP", "THINKRL_UNSAFE_NO_SANDBOX"
 INSTALL_HINT = ("apt-get install bubblewrap (Debian/Ubuntu), dnf install bubblewrap (Fedora/RHEL), "
                 "pacman -S bubblewrap (Arch); Linux only")
-
+TEST_COLUMNS = ("tests", "input_output", "public_test_cases", "private_test_cases")  # metadata only goes with these
 
 
 # ---------------------------------------------------------------------------------------------------------- sandbox
@@ -87,7 +101,8 @@ def _unsafe(unsafe_no_sandbox: bool) -> bool:
 def _probe(bwrap: str, executable: str, euid: int) -> str | None:
     """Run one trivial program the way every program runs; a one-line reason when that fails. (The arguments are
     the cache key: the answer holds for this bwrap, interpreter and user.)"""
-    passed, status, bwrap_error = _execute("x = 1", ["assert x == 1"], time_limit_s=30.0, memory_mb=1024, bwrap=bwrap)
+    passed, status, bwrap_error = execute("x = 1", assert_tests(["assert x == 1"]), time_limit_s=30.0, memory_mb=1024,
+                                          bwrap=bwrap)
     if passed == [True]:
         return None
     detail = bwrap_error.splitlines()[-1] if bwrap_error else f"a test program ended with status {status!r}"
@@ -129,138 +144,51 @@ def extract_code(completion: str) -> str | None:
     return code if code and code.strip() else None
 
 
-def _as_tests(tests: object) -> list[str]:
-    if isinstance(tests, str):
-        return [tests]
-    try:
-        return [str(t) for t in tests]  # type: ignore[union-attr]
-    except TypeError:
-        return []
-
-
-def _rlimits(cpu_s: int, memory_bytes: int, nproc: bool) -> list[tuple[int, int, int]]:
-    """The limits for the program, computed in the parent and clamped to our own hard limits (an unprivileged
-    process may not raise a hard limit, and a failing setrlimit would lose the sample)."""
-    wanted = [
-        (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # soft: SIGXCPU, hard: SIGKILL one second later
-        (resource.RLIMIT_AS, memory_bytes, memory_bytes),
-        (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT_BYTES, FILE_SIZE_LIMIT_BYTES),
-        (resource.RLIMIT_CORE, 0, 0),
-    ]
-    if nproc:  # unsandboxed: 0 = no new process or thread, counted per user (and not enforced for root)
-        wanted.append((resource.RLIMIT_NPROC, 0, 0))
-    limits = []
-    for res, soft, hard in wanted:
-        _, current_hard = resource.getrlimit(res)
-        if current_hard != resource.RLIM_INFINITY:
-            soft, hard = min(soft, current_hard), min(hard, current_hard)
-        limits.append((res, soft, hard))
-    return limits
-
-
-def _apply_rlimits(limits: list[tuple[int, int, int]]) -> None:
-    # Unsandboxed only. Runs in the child between fork and exec (preexec_fn): only setrlimit calls, no
-    # allocation-heavy Python, which is the documented hazard of preexec_fn in a threaded parent.
-    for res, soft, hard in limits:
-        resource.setrlimit(res, (soft, hard))
+def _are_code_tests(tests: object) -> bool:
+    return isinstance(tests, (list, tuple)) and bool(tests) and all(isinstance(t, CodeTest) for t in tests)
 
 
 def run_tests(
-    code: str, tests: list[str], *, time_limit_s: float = 5.0, memory_mb: int = 1024, unsafe_no_sandbox: bool = False
+    code: str, tests: object, *, time_limit_s: float = 5.0, memory_mb: int = 1024, unsafe_no_sandbox: bool = False
 ) -> tuple[list[bool], str]:
-    """Run ``code`` then each test in a sandboxed subprocess. Returns ``(passed per test, status)`` with status
-    "ok", "timeout" (wall clock exceeded, the sandbox killed), "crash" (the program ended without reporting all
-    tests, e.g. ``os._exit``, a signal, or the memory limit) or "no_sandbox" (no working bubblewrap and no opt-out:
-    nothing ran). Never raises for any code text."""
+    """Run ``code`` against ``tests`` (assert statements, or :class:`rewards.code_tests.CodeTest` objects) in one
+    sandboxed subprocess and judge each test here. Returns ``(passed per test, status)`` with status "ok", "timeout"
+    (wall clock exceeded, the sandbox killed), "crash" (the program ended without reporting all tests, e.g. a signal
+    or the memory limit) or "no_sandbox" (no working bubblewrap and no opt-out: nothing ran). Never raises for any
+    code text."""
+    test_list = list(tests) if _are_code_tests(tests) else assert_tests(tests)
     if _unsafe(unsafe_no_sandbox):
         _warn_once("unsafe", "code_exec runs model-written code WITHOUT a sandbox (unsafe_no_sandbox / %s=1): it can "
                    "read, change and kill whatever this user can", UNSAFE_ENV)
         bwrap = None
     elif sandbox_problem() is not None:
-        return [False] * len(tests), "no_sandbox"
+        return [False] * len(test_list), "no_sandbox"
     else:
         bwrap = shutil.which(os.environ.get(BWRAP_ENV) or "bwrap")
-    passed, status, bwrap_error = _execute(code, tests, time_limit_s=time_limit_s, memory_mb=memory_mb, bwrap=bwrap)
+    passed, status, bwrap_error = execute(code, test_list, time_limit_s=time_limit_s, memory_mb=memory_mb,
+                                          bwrap=bwrap)
     if bwrap_error and not any(passed):  # bwrap's own messages (the program's stderr is /dev/null)
         _warn_once("bwrap", "code_exec sandbox failed to run a program: %s", bwrap_error.splitlines()[-1])
     return passed, status
 
 
-def _execute(
-    code: str, tests: list[str], *, time_limit_s: float, memory_mb: int, bwrap: str | None
-) -> tuple[list[bool], str, str]:
-    """:func:`run_tests` in the sandbox of ``bwrap``, or unsandboxed when ``bwrap`` is None; also returns what bwrap
-    wrote to stderr."""
-    passed = [False] * len(tests)
-    nonce = secrets.token_hex(16)
-    limits = _rlimits(math.ceil(time_limit_s), memory_mb << 20, nproc=bwrap is None)
-    uid = SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_SPAN)
-    sandbox = None if bwrap is None else {"uid": uid, "rlimits": limits, "process_limit": PROCESS_LIMIT}
-    payload = json.dumps({"code": code, "tests": tests, "alarm_s": math.ceil(time_limit_s) + 2, "sandbox": sandbox})
-    with tempfile.TemporaryDirectory(prefix="thinkrl_exec_") as tmp:
-        stdin_path, out_path = os.path.join(tmp, ".stdin"), os.path.join(tmp, ".results")
-        with open(stdin_path, "w", encoding="ascii") as f:  # json.dumps output is ASCII-only
-            f.write(nonce + "\n" + payload)
-        with open(stdin_path, "rb") as stdin, open(out_path, "w+b") as out, tempfile.TemporaryFile() as err:
-            init_pidfd = None
-            try:
-                if bwrap is None:
-                    env = {"PATH": os.defpath, "HOME": tmp, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
-                    proc = subprocess.Popen(
-                        [sys.executable, "-I", "-c", HARNESS], stdin=stdin, stdout=out, stderr=subprocess.DEVNULL,
-                        cwd=tmp, env=env, close_fds=True, start_new_session=True,
-                        preexec_fn=functools.partial(_apply_rlimits, limits),
-                    )
-                else:
-                    info_r, info_w = os.pipe()
-                    try:
-                        proc = subprocess.Popen(
-                            bwrap_argv(bwrap, interpreter(), info_w) + ["-c", HARNESS], stdin=stdin, stdout=out,
-                            stderr=err, cwd="/", env=BWRAP_ENV_VARS, close_fds=True, pass_fds=(info_w,),
-                            start_new_session=True,
-                        )
-                    except BaseException:
-                        os.close(info_r)
-                        raise
-                    finally:
-                        os.close(info_w)
-                    init_pidfd = sandbox_init_pidfd(info_r)  # closes info_r
-            except (OSError, subprocess.SubprocessError) as e:
-                return passed, "crash", f"{type(e).__name__}: {e}"
-            # The child holds both files open; unlinking hides them from the program's cwd listing (unsandboxed).
-            for path in (stdin_path, out_path):
-                os.unlink(path)
-            status = "ok"
-            try:
-                proc.wait(timeout=time_limit_s)
-            except subprocess.TimeoutExpired:
-                status = "timeout"
-            finally:
-                end_sandbox(proc, init_pidfd)  # also ends whatever the program left running
-            out.seek(0)
-            lines = out.read(MAX_RESULT_BYTES).decode("ascii", "replace").splitlines()
-            err.seek(0)
-            bwrap_error = err.read(4000).decode(errors="replace").strip()
-    reported = 0
-    for line in lines:
-        parts = line.split(" ")
-        if len(parts) == 3 and parts[0] == nonce and parts[1].isdigit() and int(parts[1]) < len(tests):
-            passed[int(parts[1])] = parts[2] == "1"
-            reported += 1
-    if status == "ok" and reported < len(tests):
-        # Killed by its CPU limit (SIGXCPU, then SIGKILL at the hard limit) or its SIGALRM backstop: a time-out too.
-        # bwrap reports its child's death by signal N as exit status 128 + N.
-        signum = -proc.returncode if bwrap is None else proc.returncode - 128
-        status = "timeout" if signum in (signal.SIGXCPU, signal.SIGKILL, signal.SIGALRM) else "crash"
-    return passed, status, bwrap_error
-
-
 def score_with_status(
-    completion: str, tests: object, *, time_limit_s: float = 5.0, memory_mb: int = 1024, all_or_nothing: bool = False,
-    unsafe_no_sandbox: bool = False,
+    completion: str, tests: object = None, *, input_output: object = None, public_test_cases: object = None,
+    private_test_cases: object = None, metadata: object = None, time_limit_s: float = 5.0, memory_mb: int = 1024,
+    all_or_nothing: bool = False, unsafe_no_sandbox: bool = False,
 ) -> tuple[float, str]:
-    """``(score, status)``; status is "ok", "timeout", "crash", "no_sandbox", "no_code" or "no_tests". Never raises."""
-    test_list = _as_tests(tests)
+    """``(score, status)``; status is "ok", "timeout", "crash", "no_sandbox", "no_code", "no_tests" or "bad_tests"
+    (a test column that cannot be read). Never raises."""
+    try:
+        test_list = row_tests(tests, input_output, public_test_cases, private_test_cases, metadata)
+    except ValueError:
+        return 0.0, "bad_tests"
+    return _score_tests(completion, test_list, time_limit_s=time_limit_s, memory_mb=memory_mb,
+                        all_or_nothing=all_or_nothing, unsafe_no_sandbox=unsafe_no_sandbox)
+
+
+def _score_tests(completion: str, test_list: list[CodeTest], *, time_limit_s: float, memory_mb: int,
+                 all_or_nothing: bool, unsafe_no_sandbox: bool) -> tuple[float, str]:
     if not test_list:
         return 0.0, "no_tests"
     code = extract_code(as_text(completion))
@@ -272,15 +200,16 @@ def score_with_status(
     return (float(fraction == 1.0) if all_or_nothing else fraction), status
 
 
-def score(completion: str, tests: object, *, time_limit_s: float = 5.0, memory_mb: int = 1024,
-          all_or_nothing: bool = False, unsafe_no_sandbox: bool = False) -> float:
-    """Fraction of ``tests`` (assert statements) that pass against the completion's code.
+def score(completion: str, tests: object = None, **options) -> float:
+    """Fraction of the tests (see :func:`score_with_status` for the columns and options) that the completion passes.
 
     >>> score("```python\\ndef add(a, b):\\n    return a + b\\n```", ["assert add(1, 2) == 3", "assert add(1, 1) == 3"])
     0.5
+    >>> score("```python\\nprint(sum(map(int, input().split())))\\n```",
+    ...       input_output='{"inputs": ["1 2\\\\n", "5 5\\\\n"], "outputs": ["3\\\\n", "10\\\\n"]}')
+    1.0
     """
-    return score_with_status(completion, tests, time_limit_s=time_limit_s, memory_mb=memory_mb,
-                             all_or_nothing=all_or_nothing, unsafe_no_sandbox=unsafe_no_sandbox)[0]
+    return score_with_status(completion, tests, **options)[0]
 
 
 def code_exec(
@@ -288,19 +217,29 @@ def code_exec(
     prompts: list | None = None,
     *,
     tests: list | None = None,
+    input_output: list | None = None,
+    public_test_cases: list | None = None,
+    private_test_cases: list | None = None,
+    metadata: list | None = None,
     time_limit_s: float = 5.0,
     memory_mb: int = 1024,
     all_or_nothing: bool = False,
     unsafe_no_sandbox: bool = False,
     **_,
 ) -> list[float | None]:
-    """Batch reward. Column ``tests``: per row a list of assert statements (or one string). ``None`` for a row with no
-    tests. Completions run one after another; the combiner parallelises across its workers.
+    """Batch reward over the test columns (rewards/code_tests.py): ``tests`` (assert statements), ``input_output``
+    (APPS/TACO), ``public_test_cases``/``private_test_cases`` + ``metadata`` (LiveCodeBench); a row may carry several.
+    ``None`` for a row with no tests, or whose test columns cannot be read (logged once). Completions run one after
+    another; the combiner parallelises across its workers.
 
-    Raises ``ValueError`` (a configuration error, also on the combiner's dry run with an empty batch) for a missing
-    ``tests`` column, invalid limits, or no working bubblewrap without ``unsafe_no_sandbox``."""
-    if tests is None:
-        raise ValueError("code_exec needs the dataset column 'tests'")
+    Raises ``ValueError`` (a configuration error, also on the combiner's dry run with an empty batch) when no test
+    column is given, for invalid limits, or no working bubblewrap without ``unsafe_no_sandbox``."""
+    columns = {"tests": tests, "input_output": input_output, "public_test_cases": public_test_cases,
+               "private_test_cases": private_test_cases, "metadata": metadata}
+    if all(columns[name] is None for name in TEST_COLUMNS):
+        raise ValueError("code_exec needs a test column: 'tests' (assert statements), 'input_output' (APPS/TACO) or "
+                         "'public_test_cases'/'private_test_cases' with 'metadata' (LiveCodeBench); list it in "
+                         "data.keep_columns")
     if time_limit_s <= 0 or memory_mb <= 0:
         raise ValueError(f"code_exec needs time_limit_s > 0 and memory_mb > 0, got {time_limit_s}, {memory_mb}")
     if not isinstance(unsafe_no_sandbox, bool):  # the YAML string "false" would be true
@@ -309,8 +248,22 @@ def code_exec(
         problem = sandbox_problem()
         if problem is not None:
             raise ValueError(problem)
-    return [
-        None if not _as_tests(t) else score(c, t, time_limit_s=time_limit_s, memory_mb=memory_mb,
-                                            all_or_nothing=all_or_nothing, unsafe_no_sandbox=unsafe_no_sandbox)
-        for c, t in zip(completions, tests, strict=True)
-    ]
+    given = {name: values for name, values in columns.items() if values is not None}
+    for name, values in given.items():
+        if len(values) != len(completions):
+            raise ValueError(f"code_exec got {len(completions)} completions but {len(values)} values of {name!r}")
+    scores: list[float | None] = []
+    for i, completion in enumerate(completions):
+        row = {name: values[i] for name, values in given.items()}
+        try:
+            test_list = row_tests(**row)
+        except ValueError as e:
+            _warn_once("bad_tests", "code_exec cannot read the test columns of a row (scored None; logged once): %s", e)
+            scores.append(None)
+            continue
+        if not test_list:
+            scores.append(None)
+            continue
+        scores.append(_score_tests(completion, test_list, time_limit_s=time_limit_s, memory_mb=memory_mb,
+                                   all_or_nothing=all_or_nothing, unsafe_no_sandbox=unsafe_no_sandbox)[0])
+    return scores

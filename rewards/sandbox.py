@@ -1,6 +1,7 @@
 """The bubblewrap command line and lifecycle of one sandboxed program (rewards/code_exec.py says what is isolated and
-why). Here: the harness that runs inside, which host paths the sandbox sees, the `bwrap` argv, and ending a sandbox so that nothing it started
-survives (SIGKILL its PID 1 through a pidfd, then wait for the namespace to go).
+why). Here: which host paths the sandbox sees, the `bwrap` argv, and ending a sandbox so that nothing it started
+survives (SIGKILL its PID 1 through a pidfd, then wait for the namespace to go). The harness that runs inside is
+rewards/sandbox_harness.py; one call of it is rewards/code_run.py.
 """
 
 from __future__ import annotations
@@ -16,88 +17,6 @@ import time
 
 TMPFS_BYTES = 64 << 20  # size of the sandbox's private /tmp (memory-backed, and not counted in RLIMIT_AS)
 SANDBOX_START_S = 10.0  # how long bwrap may take to create the namespaces before the call gives up on it
-
-
-# Runs in the sandboxed interpreter. Reads {"code", "tests", "alarm_s", "sandbox"} as JSON after a nonce line from
-# stdin. In the sandbox it first becomes its own unprivileged uid (when bwrap ran as root) and sets the rlimits,
-# RLIMIT_NPROC from the tasks that uid has now (in this PID namespace: bwrap's init when bwrap mapped a user, and
-# itself). Then it frees stdin, points fds 1/2 at /dev/null (prints are not results and cannot fill the disk),
-# installs the guard, and writes "<nonce> <test index> <0|1>" lines to a private dup of the original stdout after every
-# test, so a later hang or crash keeps the results reported before it.
-HARNESS = r"""
-import json, os, signal, sys
-_nonce = sys.stdin.readline().strip()
-_payload = json.loads(sys.stdin.read())
-_sandbox = _payload["sandbox"]
-if _sandbox is not None:
-    import resource
-    if os.getuid() == 0:
-        _id = _sandbox["uid"]
-        os.setgroups([])
-        os.setresgid(_id, _id, _id)
-        os.setresuid(_id, _id, _id)  # clears every capability
-        if os.getresuid() != (_id, _id, _id) or os.getgroups():
-            os._exit(111)
-    _tasks = 0
-    for _pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/status" % _pid) as _f:
-                _status = dict(_l.split(":", 1) for _l in _f.read().splitlines() if ":" in _l)
-            if int(_status["Uid"].split()[0]) == os.getuid():
-                _tasks += int(_status["Threads"])
-        except (OSError, KeyError, ValueError):
-            pass
-    _nproc = _tasks + _sandbox["process_limit"]
-    for _res, _soft, _hard in _sandbox["rlimits"] + [[resource.RLIMIT_NPROC, _nproc, _nproc]]:
-        resource.setrlimit(_res, (_soft, _hard))
-_null = os.open(os.devnull, os.O_RDWR)
-_out = os.dup(1)
-for _fd in (0, 1, 2):
-    os.dup2(_null, _fd)
-signal.alarm(int(_payload["alarm_s"]))
-_write, _exit, _exec, _compile = os.write, os._exit, exec, compile
-
-def _deny(*args, **kwargs):
-    raise PermissionError("disabled in the thinkrl reward sandbox")
-
-import posix, _posixsubprocess, _socket, socket, resource
-for _mod in (os, posix):
-    for _name in ("fork", "forkpty", "vfork", "system", "popen", "posix_spawn", "posix_spawnp", "execv", "execve",
-                  "execl", "execle", "execlp", "execlpe", "execvp", "execvpe", "spawnl", "spawnle", "spawnlp",
-                  "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "kill", "killpg", "setsid", "setpgid",
-                  "setpgrp", "register_at_fork"):
-        if hasattr(_mod, _name):
-            setattr(_mod, _name, _deny)
-_posixsubprocess.fork_exec = _deny
-for _mod in (socket, _socket):
-    for _name in ("socket", "socketpair", "fromfd", "create_connection", "create_server"):
-        if hasattr(_mod, _name):
-            setattr(_mod, _name, _deny)
-for _name in ("alarm", "setitimer", "signal", "pthread_kill", "pthread_sigmask", "sigwait"):
-    setattr(signal, _name, _deny)
-resource.setrlimit = _deny
-
-_code, _tests = _payload["code"], _payload["tests"]
-del _payload, _sandbox
-_ns = {"__name__": "__solution__", "__builtins__": __builtins__}
-try:
-    _exec(_compile(_code, "solution.py", "exec"), _ns)
-    _loaded = True
-except SystemExit:
-    _loaded = True
-except BaseException:
-    _loaded = False
-for _i, _test in enumerate(_tests):
-    _ok = False
-    if _loaded:
-        try:
-            _exec(_compile(_test, "test_%d.py" % _i, "exec"), _ns)
-            _ok = True
-        except BaseException:
-            _ok = False
-    _write(_out, ("%s %d %d\n" % (_nonce, _i, _ok)).encode())
-_exit(0)
-"""
 
 
 def interpreter() -> str:

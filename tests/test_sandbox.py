@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards import RewardCombiner, RewardSpec, code_exec
+from rewards import RewardCombiner, RewardSpec, code_exec, code_run, sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,7 +197,7 @@ except RuntimeError:
 
 @pytest.mark.parametrize("limit", [0, 5])
 def test_fork_bomb_stops_at_the_process_limit(limit, monkeypatch):
-    monkeypatch.setattr(code_exec, "PROCESS_LIMIT", limit, raising=False)
+    monkeypatch.setattr(code_run, "PROCESS_LIMIT", limit, raising=False)
     tests = [f"assert forked == {limit}"] + (["assert threads == 0"] if limit == 0 else [])
     assert run(FORK_BOMB, tests) == (1.0, "ok")
 
@@ -218,7 +218,7 @@ def _host_pids_running(comm: str) -> list[int]:
 @pytest.mark.parametrize("ending", ["exits", "times_out"])
 def test_nothing_outlives_the_call(ending, monkeypatch):
     # Allow forks, so that what is under test is the teardown of the whole sandbox, not the process limit.
-    monkeypatch.setattr(code_exec, "PROCESS_LIMIT", 4, raising=False)
+    monkeypatch.setattr(code_run, "PROCESS_LIMIT", 4, raising=False)
     comm = "tkrl" + secrets.token_hex(5)  # at most 15 characters
     program = f"""
 import ctypes, os, time
@@ -264,7 +264,7 @@ except OSError:
              "'tmp', 'usr', 'opt', 'home', 'nix'}",
              "assert 'work' not in top",
              "assert writable == ['/tmp']",
-             f"assert 0 < big * 10 <= {code_exec.TMPFS_BYTES >> 20}"]
+             f"assert 0 < big * 10 <= {sandbox.TMPFS_BYTES >> 20}"]
     assert run(program, tests) == (1.0, "ok")
 
 

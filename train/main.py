@@ -41,6 +41,7 @@ from train.config import ConfigError, TrainConfig, load_config
 from train.dynamic_sampling import DynamicSamplingLimit, SampledGroups, fill_with_informative_groups
 from train.distributed import DistInfo, LauncherError, all_gather_tensor, all_reduce_sum, destroy, init_distributed, peer_lost
 from train.evaluate import evaluate, metrics_from_sums
+from train.health import new_warnings
 from train.logprobs import sequence_logprobs
 from train.model import ModelLoadError
 from train.preemption import Preempted, PreemptionFlag
@@ -178,6 +179,7 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
                 tqdm.write(f"thinkrl: step 0 ({'after SFT' if run.sft is not None else 'before training'}): {_format_eval(baseline)}")
         if start_metrics:
             run.tracker.log_metrics(0, start_metrics)
+        history = [{"step": 0, **start_metrics}] if start_metrics else []  # every step's metrics, for the health checks
         for step in progress:
             metrics, samples = grpo_step(run, cfg, dist_info)
             if run.eval_rows is not None and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.max_steps):
@@ -186,8 +188,14 @@ def train(cfg: TrainConfig, config_path: str, dist_info: DistInfo) -> Path:
                 run.tracker.log_samples(step, eval_samples, table="eval_samples")
                 if dist_info.is_main:
                     tqdm.write(f"thinkrl: step {step}: {_format_eval(eval_metrics)}")
+            history.append({"step": step, **metrics})
+            warnings = new_warnings(history)
+            for warning in warnings:
+                metrics[f"health/{warning.check}"] = history[-1][f"health/{warning.check}"] = 1.0
+                if dist_info.is_main:
+                    tqdm.write(f"thinkrl: warning: step {step}: {warning.message}")
             consecutive_skips = consecutive_skips + 1 if metrics["skipped_updates"] else 0
-            if step % cfg.log.every == 0 or step == cfg.max_steps:
+            if step % cfg.log.every == 0 or step == cfg.max_steps or warnings:
                 run.tracker.log_metrics(step, metrics)
                 run.tracker.log_samples(step, samples)
             progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}", loss=f"{metrics['loss']:.4f}")

@@ -179,6 +179,8 @@ def _draw(ax, panel: Panel, records: list[dict], lines: list[str], points: list[
         colors.setdefault(key, color)
         steps, values = series(records, key)
         ax.plot(steps, values, color=color, linestyle="--", linewidth=1.0, marker="D", markersize=5, label=key)
+    for step in health_steps(records):  # train/health.py: where a check said the run was going wrong
+        ax.axvline(step, color="red", alpha=0.5, linestyle=":", linewidth=1.2)
     ax.set_title(panel.title)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
@@ -194,6 +196,12 @@ def _draw(ax, panel: Panel, records: list[dict], lines: list[str], points: list[
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     elif entries > 1:
         ax.legend(fontsize="small")
+
+
+def health_steps(records: list[dict]) -> list[float]:
+    """Steps at which a health check fired (a `health/<check>` key logged as 1), marked on every plot."""
+    return sorted({record["step"] for record in records if "step" in record
+                   and any(key.startswith("health/") and value == 1 for key, value in record.items())})
 
 
 def metric_panels(records: list[dict]) -> list[Panel]:

@@ -1,0 +1,100 @@
+"""Run health: one plain line when a GRPO run is going wrong, with the likely cause and the option to change.
+
+A run can degrade without failing: held-out accuracy falls, the policy drifts towards long random text, or every group
+scores alike so GRPO has nothing to learn from (issue 23: a LoRA run on a new task went 0.160 -> 0.090 held-out while
+nothing said so). Each check is a pure function of the metric records logged so far (metrics.jsonl's dicts, step 0
+first), fires at the step where its condition starts to hold (not again while it keeps holding; the held-out check at
+each evaluation below the start, since evaluations are steps apart), and is tested on
+hand-made histories and on runs made to go wrong (tests/test_health.py). The main loop prints each as
+`thinkrl: warning: step N: ...` and logs `health/<check>` = 1 at that step, which the report marks on its plots.
+
+Checks (thresholds are module constants, chosen above step-to-step noise of small runs):
+- `eval_below_start`: held-out `eval/pass@1` below its step-0 value by more than EVAL_DROP (2 points).
+- `entropy_and_truncation_rising`: over the last WINDOW steps against the WINDOW before, the policy's mean token
+  entropy rose by more than ENTROPY_RISE (relative) and the share of completions cut at max_completion_length by more
+  than TRUNCATION_RISE (absolute).
+- `no_reward_spread`: in each of the last WINDOW steps, at least NO_SPREAD of the groups had no reward spread
+  (`zero_std_fraction`): their advantages are all 0, so the step trains on nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import fmean
+
+WINDOW = 3
+EVAL_DROP = 0.02
+ENTROPY_RISE = 0.05
+TRUNCATION_RISE = 0.05
+NO_SPREAD = 0.9
+
+
+@dataclass(frozen=True)
+class HealthWarning:
+    check: str  # logged as health/<check>
+    message: str  # one line: what is happening, the likely cause, the option to change
+
+
+def _values(records: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of every record holding a finite `key`, in order."""
+    return [(r["step"], float(r[key])) for r in records
+            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and "step" in r]
+
+
+def eval_below_start(records: list[dict]) -> HealthWarning | None:
+    evals = _values(records, "eval/pass@1")
+    if len(evals) < 2 or evals[0][0] != 0 or records[-1].get("step") != evals[-1][0]:
+        return None  # no step-0 baseline, or no evaluation at this step
+    start, now = evals[0][1], evals[-1][1]
+    if now >= start - EVAL_DROP:
+        return None
+    return HealthWarning("eval_below_start", (
+        f"held-out pass@1 {now:.3f} is below its step-0 value {start:.3f}: training is making the policy worse on "
+        "prompts it does not train on. Likely cause: a learning rate too high for this model (lower optim.lr; under "
+        "LoRA the update also scales with model.lora.alpha / r) or rewards that pay for something besides correct "
+        "answers (check rewards.functions and the samples); grpo.beta > 0 keeps the policy near its start."))
+
+
+def entropy_and_truncation_rising(records: list[dict]) -> HealthWarning | None:
+    train = [r for r in records if "entropy" in r and "truncated_fraction" in r]
+    if len(train) < 2 * WINDOW or train[-1] is not records[-1]:
+        return None
+    before, recent = train[-2 * WINDOW : -WINDOW], train[-WINDOW:]
+    entropy = fmean(r["entropy"] for r in before), fmean(r["entropy"] for r in recent)
+    truncated = fmean(r["truncated_fraction"] for r in before), fmean(r["truncated_fraction"] for r in recent)
+    if not (entropy[1] > entropy[0] * (1 + ENTROPY_RISE) and truncated[1] > truncated[0] + TRUNCATION_RISE):
+        return None
+    return HealthWarning("entropy_and_truncation_rising", (
+        f"entropy {entropy[0]:.2f} -> {entropy[1]:.2f} and completions cut at max_completion_length "
+        f"{truncated[0]:.0%} -> {truncated[1]:.0%} have risen together over {WINDOW} steps: the policy is drifting "
+        "towards long, random text. Likely cause: updates too large for this model (lower optim.lr, or set grpo.beta "
+        "> 0), or cut completions being rewarded (score them with the overlong_penalty reward, or raise "
+        "rollout.max_completion_length)."))
+
+
+def no_reward_spread(records: list[dict]) -> HealthWarning | None:
+    train = [r for r in records if "zero_std_fraction" in r]
+    if len(train) < WINDOW or train[-1] is not records[-1]:
+        return None
+    recent = [r["zero_std_fraction"] for r in train[-WINDOW:]]
+    if min(recent) < NO_SPREAD:
+        return None
+    return HealthWarning("no_reward_spread", (
+        f"{fmean(recent):.0%} of the groups had no reward spread in each of the last {WINDOW} steps: every completion "
+        "of a group scored the same, so their advantages are 0 and the steps trained on almost nothing. Likely cause: "
+        "the task is too hard (or too easy) for the model, or the reward never pays (check samples.jsonl); use "
+        "rollout.filter_groups, a larger rollout.num_generations, an SFT stage (sft:), or easier prompts."))
+
+
+CHECKS = (eval_below_start, entropy_and_truncation_rising, no_reward_spread)
+
+
+def new_warnings(records: list[dict]) -> list[HealthWarning]:
+    """The warnings that start at the last record: those whose check holds now and did not hold one record earlier."""
+    warnings = []
+    for check in CHECKS:
+        now = check(records)
+        if now is not None and (len(records) < 2 or check(records[:-1]) is None):
+            warnings.append(now)
+    return warnings

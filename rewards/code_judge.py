@@ -16,12 +16,19 @@ import binascii
 import json
 import math
 import re
+from collections import Counter
+from decimal import Decimal
 from typing import Callable
 
 FLOAT_TOLERANCE = 1e-6  # absolute or relative error allowed between two real tokens (testlib's rcmp6 checker)
 MAX_VALUE_DEPTH = 100  # nesting of a produced value; deeper is not plain data (the harness stops at the same depth)
-_INTEGER = re.compile(r"[+-]?\d+")
-_REAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# ASCII digits only, and no nested optional parts: a token of a million digits and a letter fails in linear time
+# (the earlier `\d+\.?\d*` backtracked quadratically on program output).
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_REAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# A decoded set or dict whose elements share one hash more often than this is refused: int hashes are not randomised
+# (every multiple of 2**61 - 1 hashes to 0), and building a set of N colliding elements costs N^2 comparisons.
+MAX_SAME_HASH = 8
 
 
 # ---------------------------------------------------------------------------------------------------------- judging
@@ -63,18 +70,19 @@ def _token_matches(got: str, want: str) -> bool:
         return True
     if not (_REAL.fullmatch(got) and _REAL.fullmatch(want)):
         return False
-    if _INTEGER.fullmatch(got) and _INTEGER.fullmatch(want):
+    if _INTEGER.fullmatch(want):  # an integer answer is exact: "3.0" and "3e0" are 3, "1000001.0" is not 1000000
         try:
-            return int(got) == int(want)
-        except ValueError:  # beyond int()'s digit limit: compare the digits
-            return got.lstrip("+") == want.lstrip("+")
+            return Decimal(got) == Decimal(want)
+        except ArithmeticError:
+            return False
     a, b = float(got), float(want)
     return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= FLOAT_TOLERANCE * max(1.0, abs(b))
 
 
 def stdout_matches(expected: str, output: object) -> bool:
     """The stdin/stdout judge: the two texts split on whitespace must have as many tokens, each equal, or both numbers
-    that agree: integers exactly, reals within ``FLOAT_TOLERANCE`` absolute or relative error.
+    that agree: an expected integer exactly (as a decimal number: "3.0" is 3), reals within ``FLOAT_TOLERANCE``
+    absolute or relative error.
 
     This is Codeforces/testlib's ``wcmp`` (tokens) with ``rcmp6`` (reals) folded in. Line breaks and spacing do not
     count, as in APPS/TACO's lenient fallbacks; LiveCodeBench (``grade_stdio``) also wants the same lines and compares
@@ -82,6 +90,8 @@ def stdout_matches(expected: str, output: object) -> bool:
 
     >>> stdout_matches("3\\n0.333333", "3 0.3333333333\\n"), stdout_matches("3", "3 4"), stdout_matches("10", "1e1")
     (True, False, True)
+    >>> stdout_matches("1000000", "1000001.0"), stdout_matches("0", "1e-7"), stdout_matches("3", "\u0663")
+    (False, False, False)
     """
     if type(output) is not str:
         return False
@@ -101,16 +111,27 @@ def decode_value(tree: object, depth: int = 0) -> object:
     tag, items = tree[0], tree[1:]
     if tag in ("L", "T", "S", "F"):
         values = [decode_value(v, depth + 1) for v in items]
+        if tag in ("S", "F"):
+            _refuse_colliding_hashes(values)
         return {"L": list, "T": tuple, "S": set, "F": frozenset}[tag](values)
     if tag == "D":
         if not all(type(p) is list and len(p) == 2 for p in items):
             raise ValueError("not an encoded dict")
-        return {decode_value(k, depth + 1): decode_value(v, depth + 1) for k, v in items}
+        pairs = [(decode_value(k, depth + 1), decode_value(v, depth + 1)) for k, v in items]
+        _refuse_colliding_hashes([k for k, _ in pairs])
+        return dict(pairs)
     if len(items) == 1 and type(items[0]) is str and tag in ("I", "B"):
         return int(items[0], 16) if tag == "I" else bytes.fromhex(items[0])
     if tag == "C" and len(items) == 2 and all(type(x) in (int, float) for x in items):
         return complex(items[0], items[1])
     raise ValueError(f"unknown value tag {tag!r}")
+
+
+def _refuse_colliding_hashes(elements: list) -> None:
+    """ValueError when more than MAX_SAME_HASH of `elements` share one hash (TypeError for an unhashable one)."""
+    counts = Counter(hash(element) for element in elements)
+    if counts and max(counts.values()) > MAX_SAME_HASH:
+        raise ValueError("a set or dict of elements with colliding hashes")
 
 
 # ------------------------------------------------------------------------------------------------ the harness's report

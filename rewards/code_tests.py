@@ -98,7 +98,7 @@ def _literal(node: ast.expr) -> tuple[bool, object]:
     """``(True, value)`` when ``node`` is a literal (see the module docstring), else ``(False, None)``."""
     try:
         return True, ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError):
         pass
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         ok, value = _literal(node.operand)
@@ -111,7 +111,7 @@ def _literal(node: ast.expr) -> tuple[bool, object]:
             try:
                 make = _LITERAL_CALLS[node.func.id]
                 return True, make(arg) if node.args else make()
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # float() of an int literal over 309 digits
                 pass
     return False, None
 
@@ -289,7 +289,8 @@ def _lcb_cases_text(cell: str) -> object:
         if not isinstance(text, str):
             raise ValueError(f"it unpickles to {type(text).__name__}, not a JSON string")
         return json.loads(text)
-    except (ValueError, binascii.Error, zlib.error, pickle.UnpicklingError, EOFError, RecursionError) as e:
+    except (ValueError, binascii.Error, zlib.error, pickle.UnpicklingError, EOFError, RecursionError,
+            AttributeError, TypeError, KeyError, IndexError, MemoryError) as e:  # what a malformed pickle can raise
         raise ValueError(f"test cases are neither JSON nor LiveCodeBench's compressed form: {e}") from None
 
 

@@ -188,10 +188,16 @@ def _run_stdio(i, j, text):  # the program afresh as __main__, with this case's 
             clean = e.code is None or e.code == 0
         except _BaseException:
             pass
+        try:  # the program may have replaced sys.stdout (fast-IO templates buffer and write in flush): flush it too
+            if _sys.stdout is not stdout:
+                _sys.stdout.flush()
+        except _BaseException:
+            pass
+        _sys.stdout = _sys.__stdout__  # nothing the program left behind writes into a later case's file
         try:
             stdout.flush()
         except _BaseException:
-            clean = False
+            clean = clean and stdout.closed  # the program closed sys.stdout itself: its output is written
         try:
             _sys.__stdout__.flush()
         except _BaseException:

@@ -459,6 +459,45 @@ def test_each_stdin_case_runs_the_program_afresh():
     assert passed_per_test(program, row) == ([True] * 3, "ok")
 
 
+FAST_IO = """\
+import io, os, sys
+class FastOut(io.IOBase):  # PyRival-style fast output: buffer, write in flush
+    def __init__(self):
+        self.buffer = io.BytesIO()
+    def write(self, text):
+        self.buffer.write(text.encode())
+    def flush(self):
+        os.write(1, self.buffer.getvalue())
+        self.buffer = io.BytesIO()
+sys.stdout = FastOut()
+print(int(input()) * 2)
+"""
+
+
+@pytest.mark.parametrize("program", [FAST_IO, "import sys\nprint(int(input()) * 2)\nsys.stdout.close()\n"], ids=["fast_io", "closes_stdout"])
+def test_stdout_the_program_replaced_or_closed_is_flushed_into_its_own_case(program):
+    """A program that swaps sys.stdout for a buffering writer (never flushed by itself) or closes it still has its
+    output judged, each case's output in its own case."""
+    row = {"input_output": json.dumps({"inputs": ["1", "2", "3"], "outputs": ["2", "4", "6"]})}
+    assert passed_per_test(program, row) == ([True] * 3, "ok")
+
+
+def test_the_stdout_judge_is_linear_and_exact_for_integers():
+    """A million-digit token followed by a letter fails without quadratic backtracking; an integer answer is exact."""
+    assert not code_judge.stdout_matches("1", "1" * 1_000_000 + "x")
+    assert not code_judge.stdout_matches("999999937", "999999000.0") and code_judge.stdout_matches("3", "3.0")
+
+
+def test_sets_and_dicts_of_colliding_hashes_are_not_plain_data():
+    """Every multiple of 2**61 - 1 hashes to 0: a set or dict of many such ints would take quadratic time to build,
+    so the decoder refuses it; distinct hashes decode as usual."""
+    colliding = [k * (2**61 - 1) for k in range(1, 50)]
+    for tree in (["S", *colliding], ["F", *colliding], ["D", *[[k, 0] for k in colliding]]):
+        with pytest.raises(ValueError):
+            code_judge.decode_value(tree)
+    assert code_judge.decode_value(["S", *range(10_000)]) == set(range(10_000))
+
+
 def test_a_hang_in_one_case_keeps_earlier_cases():
     row = {"input_output": json.dumps({"inputs": ["1", "0", "2"], "outputs": ["1", "0", "2"]})}
     program = "n = int(input())\nwhile n == 0:\n    pass\nprint(n)\n"

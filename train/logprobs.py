@@ -29,6 +29,7 @@ and keys/values are the same either way, and autograd sums the G rows' gradients
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import TYPE_CHECKING
 
@@ -128,35 +129,32 @@ def _packed_hidden(hf_model, decoder, input_ids, attention_mask, width: int) -> 
     packed, padded_rows = len(packed_ids), input_ids.shape[0]
     if packed > MAX_PACKED_TOKENS:
         return None
-    extra = {}
     if supports_segment_attention(hf_model) and not activation_checkpointing(hf_model):
         # Segment attention (train/packed_attention.py) computes only the pairs a token may see, fewer than the padded
         # forward's: packing then always saves work, and no [T, T] mask exists to bound.
-        extra[PLAN_KWARG] = segment_plan(prompt_segments, completion_segments, packed, device)
-        with segment_attention(hf_model):
-            hidden = decoder(
-                input_ids=torch.tensor([packed_ids], device=device), position_ids=torch.tensor([positions], device=device),
-                use_cache=False, **extra,
-            ).last_hidden_state[0]  # [T, H]
-        return hidden[torch.cat([predictors[row] for row in sorted(predictors)]).to(device)] if predictors else hidden[:0]
-    # With a dense block mask: one sequence of T tokens instead of N rows of P+L, fewer tokens through every linear
-    # layer, but attention over T^2 pairs instead of N (P+L)^2 (SDPA does not skip masked blocks). A pair costs about
-    # 4H FLOPs per layer where a token's linear layers cost about 24 H^2 (H the hidden size), so a pair is worth 1/(6H)
-    # of a token: pack only when the tokens saved pay for the pairs added.
-    added_pairs = packed**2 - padded_rows * input_ids.shape[1] ** 2
-    if added_pairs > 6 * hf_model.config.hidden_size * (padded_rows * input_ids.shape[1] - packed):
-        return None
-    owner_t = torch.tensor(owner, device=device)
-    token_group = torch.where(owner_t < 0, -1 - owner_t, torch.tensor(group, device=device)[owner_t.clamp(min=0)])
-    causal = torch.ones(len(owner), len(owner), dtype=torch.bool, device=device).tril()
-    # key k is visible to query q: causal, same group, and k is a prompt token or a token of q's own completion
-    visible = causal & (token_group[:, None] == token_group[None, :]) & ((owner_t[None, :] < 0) | (owner_t[:, None] == owner_t[None, :]))
-    dtype = decoder.get_input_embeddings().weight.dtype  # SDPA wants the mask in the queries' dtype
-    mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
-    hidden = decoder(
-        input_ids=torch.tensor([packed_ids], device=device), attention_mask=mask[None, None],
-        position_ids=torch.tensor([positions], device=device), use_cache=False,
-    ).last_hidden_state[0]  # [T, H]
+        attention = {PLAN_KWARG: segment_plan(prompt_segments, completion_segments, packed, device)}
+        attention_block = segment_attention(hf_model)
+    else:
+        # With a dense block mask: one sequence of T tokens instead of N rows of P+L, fewer tokens through every linear
+        # layer, but attention over T^2 pairs instead of N (P+L)^2 (SDPA does not skip masked blocks). A pair costs
+        # about 4H FLOPs per layer where a token's linear layers cost about 24 H^2 (H the hidden size), so a pair is
+        # worth 1/(6H) of a token: pack only when the tokens saved pay for the pairs added.
+        added_pairs = packed**2 - padded_rows * input_ids.shape[1] ** 2
+        if added_pairs > 6 * hf_model.config.hidden_size * (padded_rows * input_ids.shape[1] - packed):
+            return None
+        owner_t = torch.tensor(owner, device=device)
+        token_group = torch.where(owner_t < 0, -1 - owner_t, torch.tensor(group, device=device)[owner_t.clamp(min=0)])
+        causal = torch.ones(len(owner), len(owner), dtype=torch.bool, device=device).tril()
+        # key k is visible to query q: causal, same group, and k is a prompt token or a token of q's own completion
+        visible = causal & (token_group[:, None] == token_group[None, :]) & ((owner_t[None, :] < 0) | (owner_t[:, None] == owner_t[None, :]))
+        dtype = decoder.get_input_embeddings().weight.dtype  # SDPA wants the mask in the queries' dtype
+        mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
+        attention, attention_block = {"attention_mask": mask[None, None]}, contextlib.nullcontext()
+    with attention_block:
+        hidden = decoder(
+            input_ids=torch.tensor([packed_ids], device=device), position_ids=torch.tensor([positions], device=device),
+            use_cache=False, **attention,
+        ).last_hidden_state[0]  # [T, H]
     # Row-major, as the scored positions are listed (groups are packed in torch.unique's order, not the rows').
     return hidden[torch.cat([predictors[row] for row in sorted(predictors)]).to(device)] if predictors else hidden[:0]
 

@@ -198,8 +198,8 @@ def merged_linears(peft_model, plain) -> Iterator[None]:
     `merged_model` copy refreshed to the current adapters): one matmul where peft runs three, a scale and an add, and
     the same gradients for A and B (_MergedLoRALinear; equal up to float rounding, tests/test_lora.py). On SmolLM2-135M
     (2 cores) a LoRA micro-batch of 16 rows (forward + backward) went from 3.06-3.43 to 2.79-2.87 s
-    (benchmarks/results_step_profile.md). Layers peft computes otherwise
-    (_mergeable) keep its forward. Not under activation checkpointing: the recomputation runs after the block."""
+    (benchmarks/results_step_profile.md). Layers peft computes otherwise (_mergeable) keep its forward. Not under
+    activation checkpointing: the recomputation runs after the block."""
     params = dict(plain.named_parameters())
     output_embeddings = peft_model.get_base_model().get_output_embeddings()
     patched = []

@@ -34,10 +34,12 @@ def encode_prompt(text: str, tokenizer: Any, *, template: str) -> list[int]:
 
 
 def prepare_prompt(
-    question: str | Messages, tokenizer: Any, *, template: str, system_prompt: str | None, prefill_think: bool
+    question: str | Messages, tokenizer: Any, *, template: str, system_prompt: str | None, prefill_think: bool,
+    prefill_answer: bool = False,
 ) -> tuple[str, list[int]]:
     """(rendered text, token ids) of one prompt."""
-    text = render_prompt(question, tokenizer, template=template, system_prompt=system_prompt, prefill_think=prefill_think)
+    text = render_prompt(question, tokenizer, template=template, system_prompt=system_prompt, prefill_think=prefill_think,
+                         prefill_answer=prefill_answer)
     return text, encode_prompt(text, tokenizer, template=template)
 
 
@@ -59,6 +61,7 @@ def prepare_prompts(
     template: str,
     system_prompt: str | None,
     prefill_think: bool,
+    prefill_answer: bool = False,
     max_prompt_length: int | None = None,
     on_long_prompt: str = "error",
 ) -> PreparedPrompts:
@@ -67,7 +70,8 @@ def prepare_prompts(
     if on_long_prompt not in LONG_PROMPT_POLICIES:
         raise ValueError(f"on_long_prompt must be one of {LONG_PROMPT_POLICIES}, got {on_long_prompt!r}")
     texts = [
-        render_prompt(q, tokenizer, template=template, system_prompt=system_prompt, prefill_think=prefill_think)
+        render_prompt(q, tokenizer, template=template, system_prompt=system_prompt, prefill_think=prefill_think,
+                      prefill_answer=prefill_answer)
         for q in questions
     ]
     ids = tokenizer(texts, add_special_tokens=adds_special_tokens(template))["input_ids"] if texts else []

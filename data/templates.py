@@ -18,6 +18,11 @@ completion before matching ``<think>...</think>``.
 It has no default here: the config's ``data.prefill_think`` (default ``True``) is the one place that chooses it.
 ``False`` leaves the prompt exactly as in the paper, so the completion carries the whole tag structure.
 
+``prefill_answer`` ends the prompt with an opened ``<answer>`` tag instead, for "answer directly" prompts: the
+completion *is* the answer. A small instruct model that never writes the tags it is asked for (SmolLM2-135M-Instruct
+writes "The answer is ..." or explains) then answers in the slot every verifier reads, whatever the answer's type;
+rewards see ``<answer>`` + the completion (rewards/combine.py). The two prefills exclude each other.
+
 Tokenising the result is :mod:`data.prompts`'s job (one rule for GRPO, SFT and evaluation).
 """
 
@@ -46,6 +51,7 @@ def render_prompt(
     template: str,
     system_prompt: str | None = None,
     prefill_think: bool,
+    prefill_answer: bool = False,
 ) -> str:
     """Render one prompt (see module docstring for the templates).
 
@@ -58,22 +64,26 @@ def render_prompt(
         system_prompt: ``chat``: a system message put first (an error if the messages already have one);
             ``plain``: a paragraph on top; ``r1_zero``: replaces :data:`R1_ZERO_INSTRUCTION`.
         prefill_think: end the prompt with an opened ``<think>``.
+        prefill_answer: end the prompt with an opened ``<answer>`` (not with ``prefill_think``).
     """
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; allowed: {', '.join(TEMPLATES)}")
+    if prefill_think and prefill_answer:
+        raise ValueError("prefill_think and prefill_answer exclude each other: the completion starts in one block")
     if template == "chat":
         prompt = _render_chat(question, tokenizer, system_prompt)
         if prefill_think and not prompt.rstrip().endswith("<think>"):  # R1-distill templates already prefill it.
             prompt += "<think>\n"
-        return prompt
+        return prompt + ("<answer>" if prefill_answer else "")
 
     text = _question_text(question, template)
     if template == "r1_zero":
         end = "" if text.endswith((".", "?", "!")) else "."
         instruction = R1_ZERO_INSTRUCTION if system_prompt is None else system_prompt
-        return f"{instruction} User: {text}{end} Assistant:" + (" <think>" if prefill_think else "")
+        return f"{instruction} User: {text}{end} Assistant:" + (" <think>" if prefill_think else "") + (
+            " <answer>" if prefill_answer else "")
     prompt = text if system_prompt is None else f"{system_prompt}\n\n{text}"
-    return prompt + ("\n<think>" if prefill_think else "")
+    return prompt + ("\n<think>" if prefill_think else "") + ("\n<answer>" if prefill_answer else "")
 
 
 def _render_chat(question: str | Messages, tokenizer: Any, system_prompt: str | None) -> str:

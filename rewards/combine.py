@@ -39,6 +39,7 @@ import threading
 from dataclasses import dataclass, field
 
 from rewards.executor import CallResult, RewardPool, check_worker_limits
+from rewards.extract import with_prefilled_answer
 from rewards.registry import REWARD_FNS, resolve_reward
 
 logger = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ class RewardCombiner:
         for key, values in columns.items():
             if len(values) != n:
                 raise ValueError(f"column {key!r} has {len(values)} values for {n} completions")
+        completions = [with_prefilled_answer(c, p) for c, p in zip(completions, prompts, strict=True)]
 
         raw: dict[str, list[CallResult]] = {}
         tasks, owners = [], []

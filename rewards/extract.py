@@ -41,6 +41,22 @@ def as_text(completion: object) -> str:
         return ""
 
 
+def with_prefilled_answer(completion: object, prompt: object) -> object:
+    """The completion as rewards read it when its prompt ends with an opened ``<answer>`` (``data.prefill_answer``): the
+    tag, the completion, and a closing tag where the completion has none (EOS or the length cap ended the answer).
+    Any other completion is returned unchanged.
+
+    >>> with_prefilled_answer("42", "... assistant\\n<answer>"), with_prefilled_answer("42</answer>", "<answer>")
+    ('<answer>42</answer>', '<answer>42</answer>')
+    >>> with_prefilled_answer("42", "Assistant: <think>")
+    '42'
+    """
+    if not (isinstance(prompt, str) and prompt.rstrip().endswith(ANSWER_OPEN)):
+        return completion
+    text = as_text(completion)
+    return ANSWER_OPEN + text + ("" if ANSWER_CLOSE in text else ANSWER_CLOSE)
+
+
 def extract_answer_tag(text: str) -> str | None:
     """Content of the last complete ``<answer>…</answer>`` pair, stripped; ``None`` when there is none.
 

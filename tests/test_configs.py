@@ -39,11 +39,16 @@ def basic_arithmetic_gym(tmp_path):
             "&allow_negation=false")
 
 
+def syllogism_gym(tmp_path):
+    """A word-answer task for the gym config, whose prompts open the <answer> tag; the tiny model replaces SmolLM2."""
+    return "reasoning_gym:syllogism?size=8&seed=0"
+
+
 # The local stand-in for each shipped config's data (None: its own synthetic source runs as is, with its own model).
 STAND_INS = {
     "gsm8k_qwen2.5_1.5b.yaml": gsm8k_disk, "math_qwen2.5_7b.yaml": math_jsonl, "countdown_qwen2.5_3b.yaml": countdown_jsonl,
     "smollm2_basic_arithmetic.yaml": basic_arithmetic_gym, "quickstart.yaml": None, "smoke.yaml": None,
-    "distill_student.yaml": None,
+    "distill_student.yaml": None, "smollm2_gym.yaml": syllogism_gym,
 }
 REFERENCE = [name for name, make_data in STAND_INS.items() if make_data is not None]
 

@@ -58,6 +58,21 @@ def test_chat_renders_through_the_tokenizer_template():
     )
 
 
+def test_prefill_answer_opens_the_answer_tag_in_every_template():
+    tokenizer = _tokenizer()
+    assert render_prompt("What is 2 + 3?", tokenizer, template="chat", prefill_think=False, prefill_answer=True) == (
+        "<|user|>\nWhat is 2 + 3?</s>\n<|assistant|>\n<answer>"
+    )
+    assert render_prompt("Add 2 and 3", None, template="r1_zero", prefill_think=False, prefill_answer=True) == (
+        PAPER_TEXT.format(q="Add 2 and 3") + " <answer>"
+    )
+    assert render_prompt("Add 2 and 3", None, template="plain", prefill_think=False, prefill_answer=True) == (
+        "Add 2 and 3\n<answer>"
+    )
+    with pytest.raises(ValueError, match="exclude each other"):
+        render_prompt("Add 2 and 3", None, template="plain", prefill_think=True, prefill_answer=True)
+
+
 def test_chat_accepts_messages_and_prepends_the_system_prompt():
     tokenizer = _tokenizer()
     messages = [

@@ -38,6 +38,20 @@ def test_perfect_completion_per_template(template, prefill_think, expected):
     assert perfect_completion("4", template=template, prefill_think=prefill_think) == expected
 
 
+@pytest.mark.parametrize("template", ["r1_zero", "plain", "chat"])
+@pytest.mark.parametrize("reward, gold", [("arithmetic_accuracy", "-12.5"), ("gsm8k_accuracy", "3 boxes of 4 is 12.\n#### 1,212")])
+def test_a_prefilled_answer_prompt_scores_its_perfect_completion_through_the_combiner(tokenizer, template, reward, gold):
+    # The prompt opens <answer>: the completion is the answer and its closing tag, and the combiner hands rewards
+    # "<answer>" + completion (a completion without the closing tag, ended by EOS, is closed there).
+    prompt = render_prompt("What is it?", tokenizer, template=template, prefill_think=False, prefill_answer=True)
+    completion = perfect_completion(gold, template=template, prefill_think=False, prefill_answer=True)
+    final = gold.rsplit("####", 1)[-1].strip()
+    assert completion == f"{final}</answer>"
+    combiner = RewardCombiner([RewardSpec(reward)])
+    scored = combiner([completion, final, "The answer is 7.", f"{final}</answer> 7"], [prompt] * 4, {"answer": [gold] * 4})
+    assert scored.per_reward[reward] == [1.0, 1.0, 0.0, 1.0]
+
+
 def test_perfect_completion_of_a_gsm8k_gold_puts_the_final_number_in_the_tag():
     gold = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
     assert (perfect_completion(gold, template="r1_zero", prefill_think=True)

@@ -99,7 +99,8 @@ def load_prompts(data: DataConfig, tokenizer, dataset, *, source: str, min_promp
     try:
         prepared = prepare_prompts(
             dataset["prompt"], tokenizer, template=data.template, system_prompt=data.system_prompt,
-            prefill_think=data.prefill_think, max_prompt_length=data.max_prompt_length, on_long_prompt=data.on_long_prompt,
+            prefill_think=data.prefill_think, prefill_answer=data.prefill_answer, max_prompt_length=data.max_prompt_length,
+            on_long_prompt=data.on_long_prompt,
         )
     except ValueError as exc:  # a prompt over the limit, a chat template the tokenizer lacks, malformed messages
         raise ConfigError(f"{key}: {source}: {exc}") from None
@@ -143,7 +144,8 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
                              data_format=sft.data_format, limit=sft.limit, subset=sft.subset, carry_slip=sft.carry_slip, seed=cfg.seed)
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         raise ConfigError(f"sft.source: {exc}") from None
-    render = dict(template=data.template, system_prompt=data.system_prompt, prefill_think=data.prefill_think)
+    render = dict(template=data.template, system_prompt=data.system_prompt, prefill_think=data.prefill_think,
+                  prefill_answer=data.prefill_answer)
     rows = [row for row in rows if render_prompt(row["prompt"], tokenizer, **render) not in held_out]
     if not rows:
         raise ConfigError(f"sft.source: {sft.source}: no rows left after removing the eval prompts")

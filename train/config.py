@@ -140,6 +140,9 @@ class DataConfig(_Section):
     """System prompt for the `chat` and `plain` templates."""
     prefill_think: bool = True
     """End the r1_zero prompt with `<think>` so the model starts reasoning at once (as TinyZero does)."""
+    prefill_answer: bool = False
+    """End the prompt with `<answer>` so the completion is the answer ("answer directly" prompts, for a small model
+    that never writes the tags it is asked for); rewards read `<answer>` + the completion. Needs prefill_think=false."""
     max_prompt_length: int = Field(256, gt=0)
     """Longest prompt in tokens (after the template)."""
     on_long_prompt: Literal["error", "drop"] = "error"
@@ -443,6 +446,10 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _batch_shapes(self) -> "TrainConfig":
+        if self.data.prefill_answer and self.data.prefill_think:
+            raise ValueError("data.prefill_answer: the prompt would end in <think> and <answer>; set data.prefill_think=false")
+        if self.data.prefill_answer and self.sft is not None:
+            raise ValueError("data.prefill_answer: the sft section's traces carry their own tags; not supported together")
         if self.max_steps == 0 and self.sft is None:
             raise ValueError("max_steps=0 (no GRPO) needs an sft section: there would be nothing to train")
         completions = self.rollout.prompts_per_step * self.rollout.num_generations

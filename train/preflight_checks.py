@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from rewards.combine import is_correct
+from rewards.extract import ANSWER_OPEN
 from train.rollout import SamplingParams, generate_rollouts
 
 THINK_OPEN = "<think>"
@@ -74,8 +75,11 @@ def split_gold(answer: object) -> tuple[str, str]:
     return "", text.strip()
 
 
-def perfect_completion(answer: object, *, template: str, prefill_think: bool) -> str:
+def perfect_completion(answer: object, *, template: str, prefill_think: bool, prefill_answer: bool = False) -> str:
     """The completion a perfect policy would write for gold `answer` (see the module docstring).
+
+    prefill_answer: the rendered prompt ends with an opened ``<answer>``, so the completion is the final answer and
+    the closing tag.
 
     prefill_think: the rendered prompt ends with an opened ``<think>``, so the completion starts inside it. The
     separators follow the template: spaces for ``r1_zero`` (its instruction writes ``<think> … </think> <answer> …
@@ -87,6 +91,8 @@ def perfect_completion(answer: object, *, template: str, prefill_think: bool) ->
     '<think> reasoning </think> <answer>4</answer>'
     """
     reasoning, final = split_gold(answer)
+    if prefill_answer:
+        return f"{final}</answer>"
     sep = " " if template == "r1_zero" else "\n"
     body = f"{reasoning or REASONING_PLACEHOLDER}{sep}</think>{sep}<answer>{final}</answer>"
     if not prefill_think:
@@ -153,7 +159,8 @@ def gold_report(split: str, rows: dict[str, list], combiner, accuracy_reward: st
     prompts, answers = rows["text"], rows["answer"]
     if not prompts:
         return empty
-    completions = [perfect_completion(a, template=template, prefill_think=p.rstrip().endswith(THINK_OPEN))
+    completions = [perfect_completion(a, template=template, prefill_think=p.rstrip().endswith(THINK_OPEN),
+                                      prefill_answer=p.rstrip().endswith(ANSWER_OPEN))
                    for a, p in zip(answers, prompts, strict=True)]
     columns = {name: values for name, values in rows.items() if name not in ("text", "prompt_ids")}
     if count_tokens is not None:

@@ -122,7 +122,7 @@ def assert_trained_run(run_dir: Path, steps: int):
     assert [m["step"] for m in metrics] == list(range(1, steps + 1))
     for record in metrics:
         for key in ("loss", "reward/mean", "accuracy", "completion_length/mean", "clip_ratio/region_mean", "entropy",
-                    "grad_norm", "time/step", "tokens_per_second", "zero_std_fraction", "lr"):
+                    "grad_norm", "time/step", "tokens_per_second", "zero_std_fraction", "top_opening_share", "lr"):
             assert key in record, key
         assert math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])
         for item in cfg.rewards.functions:

@@ -55,6 +55,23 @@ def test_no_reward_spread_for_several_steps_fires_once():
     assert "rollout.filter_groups" in health.no_reward_spread(records[:5]).message
 
 
+def test_one_opening_for_all_fires_when_the_policy_answers_every_prompt_alike():
+    # The sweep's letter_counting run: the share of completions opening "1</answer>" went 0.2 -> 0.9 -> 1.0.
+    records = [_train(step, top_opening_share=share) for step, share in enumerate([0.2, 0.85, 0.5, 0.8, 0.9, 1.0, 1.0], 1)]
+    assert _fired(records) == [(6, "one_opening_for_all")]  # 3 steps in a row at >= 80%; one step at 85% is not enough
+    assert "gives one answer whatever the question" in health.one_opening_for_all(records[:6]).message
+    assert health.one_opening_for_all([_train(1)]) is None  # a history without the metric
+
+
+def test_top_opening_share_of_completions_reads_their_first_line():
+    from train.step_metrics import opening_line_key, top_share
+
+    completions = ["1</answer>\nThe text ...", "\n1</answer>", "2</answer>", "1</answer> and more", ""]
+    keys = [opening_line_key(text) for text in completions]
+    assert keys[0] == keys[1] != keys[2] and keys[3] not in keys[:3]  # the whole first line counts
+    assert top_share(keys) == 2 / 5 and top_share([]) != top_share([])  # NaN for none
+
+
 @pytest.mark.slow
 def test_a_run_whose_reward_never_pays_says_so(tmp_path):
     """The smoke model scored only by arithmetic accuracy (a random tiny model almost never answers right): groups have

@@ -15,6 +15,11 @@ Checks (thresholds are module constants, chosen above step-to-step noise of smal
   than TRUNCATION_RISE (absolute).
 - `no_reward_spread`: in each of the last WINDOW steps, at least NO_SPREAD of the groups had no reward spread
   (`zero_std_fraction`): their advantages are all 0, so the step trains on nothing.
+- `one_opening_for_all`: in each of the last WINDOW steps, at least ONE_OPENING of the step's completions, over all
+  its prompts, opened with the same line (`top_opening_share`, train/step_metrics.py): the policy writes one answer
+  whatever the question. Found in the task sweep (benchmarks/results_task_sweep.md): on letter_counting the model
+  learned to answer "1" to every prompt, which is right on 32% of them, so held-out pass@1 rose by 35 points while
+  nothing was learned about counting.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ EVAL_DROP = 0.02
 ENTROPY_RISE = 0.05
 TRUNCATION_RISE = 0.05
 NO_SPREAD = 0.9
+ONE_OPENING = 0.8
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,22 @@ def no_reward_spread(records: list[dict]) -> HealthWarning | None:
         "rollout.filter_groups, a larger rollout.num_generations, an SFT stage (sft:), or easier prompts."))
 
 
-CHECKS = (eval_below_start, entropy_and_truncation_rising, no_reward_spread)
+def one_opening_for_all(records: list[dict]) -> HealthWarning | None:
+    train = [r for r in records if "top_opening_share" in r]
+    if len(train) < WINDOW or train[-1] is not records[-1]:
+        return None
+    recent = [r["top_opening_share"] for r in train[-WINDOW:]]
+    if not min(recent) >= ONE_OPENING:
+        return None
+    return HealthWarning("one_opening_for_all", (
+        f"{fmean(recent):.0%} of the completions of each of the last {WINDOW} steps, over all their prompts, open with "
+        "the same line (see samples.jsonl): the policy gives one answer whatever the question, and held-out gains are "
+        "only the share of prompts that answer fits. Likely cause: the task is beyond what the model can answer "
+        "directly; give it room to reason (raise rollout.max_completion_length, data.prefill_answer=false), an SFT "
+        "stage (sft:), easier prompts, or a larger model."))
+
+
+CHECKS = (eval_below_start, entropy_and_truncation_rising, no_reward_spread, one_opening_for_all)
 
 
 def new_warnings(records: list[dict]) -> list[HealthWarning]:

@@ -6,6 +6,9 @@ gradient metrics arrive already reduced from train/update.py). Call on every ran
 
 from __future__ import annotations
 
+import zlib
+from collections import Counter
+
 import torch
 
 from rewards import CORRECT_SCORE, RewardOutput
@@ -38,6 +41,7 @@ def step_metrics(
     failures, timeouts, skips = all_gather_tensor(counts).sum(0).split(len(reward_names))
     scored_rewards = all_rewards[all_kept]
     empty = torch.tensor([not text.strip() for text in rollout.completion_texts])
+    openings = all_gather_tensor(torch.tensor([opening_line_key(text) for text in rollout.completion_texts], dtype=torch.int64))
     step_seconds = sum(seconds.values())
     return {
         "reward/mean": scored_rewards.mean().item() if scored_rewards.numel() else float("nan"),
@@ -50,6 +54,7 @@ def step_metrics(
         "completion_length/max": lengths.max().item(),
         "truncated_fraction": all_gather_tensor(rollout.truncated).float().mean().item(),
         "empty_completion_fraction": all_gather_tensor(empty).float().mean().item(),
+        "top_opening_share": top_share(openings.tolist()),
         **{f"rewards/{name}": values.nanmean().item() for name, values in per_reward.items()},
         **{f"reward_failures/{name}": failures[i].item() for i, name in enumerate(reward_names)},
         **{f"reward_timeouts/{name}": timeouts[i].item() for i, name in enumerate(reward_names)},
@@ -60,6 +65,30 @@ def step_metrics(
         "time/step": step_seconds,
         "tokens_per_second": lengths.sum().item() / step_seconds,
     }
+
+
+OPENING_CHARS = 64
+
+
+def opening_line_key(text: str) -> int:
+    """A completion's first non-empty line (stripped, at most OPENING_CHARS characters) as a CRC-32, gathered over
+    ranks as an integer: with the answer prefilled (data.prefill_answer) it is the answer, otherwise how the completion
+    starts (a policy that opens every completion the same way has stopped reading its prompts).
+
+    >>> opening_line_key("\\n 1</answer>\\nmore") == opening_line_key("1</answer>")
+    True
+    """
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return zlib.crc32(line[:OPENING_CHARS].encode("utf-8", "replace"))
+
+
+def top_share(keys: list[int]) -> float:
+    """Share of the commonest key; NaN for none.
+
+    >>> top_share([7, 7, 7, 2])
+    0.75
+    """
+    return Counter(keys).most_common(1)[0][1] / len(keys) if keys else float("nan")
 
 
 def _accuracy(scores: torch.Tensor) -> float:

@@ -7,6 +7,10 @@ Rows come from a ``reasoning_gym:`` data source (data/gym_tasks.py), whose colum
 partial credit (the default verifier gives ``len(gold) / len(answer)`` when the gold answer is a substring of a longer
 answer), so ``accuracy`` (the fraction scoring >= 1) counts exact answers only.
 
+``partial_credit=False`` pays only exact answers (a score below 1 becomes 0.0). The default verifier's substring credit
+can be farmed: in the task sweep (benchmarks/results_task_sweep.md) a LoRA run on letter_counting, whose answers are
+mostly 1 or 2, learned to answer "12" to every prompt, which takes 0.5 whenever the count is 1 or 2.
+
 ``fallback="last_number"`` scores a completion without a complete ``<answer>`` pair by its last number instead of 0.0:
 for tasks whose answer is one number, with a model that answers but ignores the tag instruction (SmolLM2-135M-Instruct
 never writes the tags when asked, so with tags required every reward is 0 and GRPO has nothing to learn from).
@@ -47,7 +51,7 @@ def _record(rg_entry: object) -> dict | None:
     return record
 
 
-def score(completion: object, rg_entry: str, *, fallback: str = "none") -> float | None:
+def score(completion: object, rg_entry: str, *, fallback: str = "none", partial_credit: bool = True) -> float | None:
     """The task's score of the completion's ``<answer>``; without one 0.0, or with ``fallback="last_number"`` the score of
     its last number; ``None`` when ``rg_entry`` is unusable.
 
@@ -56,6 +60,8 @@ def score(completion: object, rg_entry: str, *, fallback: str = "none") -> float
     (1.0, 0.0, 0.0)
     >>> score("4 + 4 = 8", entry, fallback="last_number"), score("<answer>7</answer> 8", entry, fallback="last_number")
     (1.0, 0.0)
+    >>> score("<answer>88</answer>", entry), score("<answer>88</answer>", entry, partial_credit=False)
+    (0.5, 0.0)
     """
     record = _record(rg_entry)
     if record is None:
@@ -74,16 +80,21 @@ def score(completion: object, rg_entry: str, *, fallback: str = "none") -> float
         value = float(dataset.score_answer(answer, record["entry"]))
     except Exception:  # noqa: BLE001 - the verifier failing on model output is a wrong answer, not an error
         return 0.0
-    return value if math.isfinite(value) else 0.0
+    if not math.isfinite(value):
+        return 0.0
+    return value if partial_credit or value >= 1.0 else 0.0
 
 
 def reasoning_gym(
-    completions: list, prompts: list | None = None, *, rg_entry: list | None = None, fallback: str = "none", **_
+    completions: list, prompts: list | None = None, *, rg_entry: list | None = None, fallback: str = "none",
+    partial_credit: bool = True, **_
 ) -> list[float | None]:
     """Batch reward. Column ``rg_entry`` (JSON, from a ``reasoning_gym:`` source); ``None`` for an unusable row.
-    Option ``fallback``: ``"none"`` (no tag scores 0.0) or ``"last_number"`` (see module docstring)."""
+    Options: ``fallback``: ``"none"`` (no tag scores 0.0) or ``"last_number"``; ``partial_credit``: ``False`` pays
+    exact answers only (see module docstring)."""
     if fallback not in FALLBACKS:
         raise ValueError(f"reasoning_gym fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
     if rg_entry is None:
         raise ValueError("reasoning_gym needs the dataset column 'rg_entry' (from a reasoning_gym: data source)")
-    return [score(completion, entry, fallback=fallback) for completion, entry in zip(completions, rg_entry, strict=True)]
+    return [score(completion, entry, fallback=fallback, partial_credit=partial_credit)
+            for completion, entry in zip(completions, rg_entry, strict=True)]

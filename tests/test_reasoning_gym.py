@@ -127,6 +127,18 @@ def test_last_number_fallback_for_models_that_ignore_the_tags():
         RewardCombiner([RewardSpec("reasoning_gym", kwargs={"fallback": "first_number"})])
 
 
+def test_partial_credit_can_be_switched_off():
+    # letter_counting's default verifier pays len(gold) / len(answer) for a gold inside a longer answer: "12" takes 0.5
+    # when the count is 1 or 2 (what a LoRA run of the task sweep learned to write to every prompt).
+    rows = load_reasoning_gym("reasoning_gym:letter_counting?size=40&seed=1")
+    entries = [row["rg_entry"] for row in rows if row["answer"] in ("1", "2")][:4]
+    golds = [json.loads(entry)["entry"]["answer"] for entry in entries]
+    assert len(entries) == 4
+    assert rg_reward.reasoning_gym([tagged("12")] * 4, rg_entry=entries) == [0.5] * 4
+    assert rg_reward.reasoning_gym([tagged("12")] * 4, rg_entry=entries, partial_credit=False) == [0.0] * 4
+    assert rg_reward.reasoning_gym([tagged(g) for g in golds], rg_entry=entries, partial_credit=False) == [1.0] * 4
+
+
 def test_reward_runs_in_the_pool_with_its_timeout():
     rows = load_reasoning_gym("reasoning_gym:leg_counting?size=3&seed=0")
     assert "reasoning_gym" not in INLINE_REWARDS

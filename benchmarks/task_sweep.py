@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import subprocess
@@ -69,6 +70,25 @@ SCREEN: dict[str, tuple] = {
     "base_conversion": (0.00, 0.36, None, None, None),
 }
 
+# What the runs showed, kept with the table (update when a run changes the picture).
+FINDINGS = [
+    "The answer format is learned within ~10 steps (completions shrink from ~35 tokens to 2-4); then the policy tends "
+    "to the commonest answer: syllogism (LoRA pilot) answers \"Yes\" to everything, right on 71%; letter_counting "
+    "(full) answers \"1\", right on 32%. Compare every gain with the always-the-commonest-answer column.",
+    "reasoning-gym's default partial credit (len(gold) / len(answer) for a gold inside a longer answer) was farmed: "
+    "letter_counting under LoRA learned to answer \"12\" (0.5 whenever the count is 1 or 2), held-out 0.000 -> 0.000. "
+    "With exact answers only (the ablation row) the same run went 0.000 -> 0.305, so configs/smollm2_gym.yaml now sets "
+    "partial_credit: false (config aa91a96f4a52); rows made with ed6141d4de36 still had partial credit.",
+    "color_cube_rotation: no completion was ever right in 30 steps (64 a step), so no group had reward spread and "
+    "nothing was learned; the no_reward_spread warning fired at step 3. The run also took 1322 s (> 20 min): "
+    "~250-token prompts and completions that ramble to the cap make its steps ~32 s.",
+]
+
+
+def config_sha() -> str:
+    """The first 12 hex digits of the config file's SHA-256: rows made with an older config stay told apart."""
+    return hashlib.sha256(CONFIG.read_bytes()).hexdigest()[:12]
+
 
 def task_overrides(task: str) -> list[str]:
     return [f"data.source=reasoning_gym:{task}?size=2000&seed=0", f"eval.source=reasoning_gym:{task}?size=200&seed=1"]
@@ -89,7 +109,7 @@ def run_one(task: str, mode: str, seed: int, extra: list[str], workdir: Path, la
     (workdir / f"{name}.log").write_text(result.stdout + result.stderr)
     record = {"task": task, "mode": mode, "seed": seed, "label": label, "overrides": extra, "wall_s": round(wall, 1),
               "load": round(load, 2), "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
-              "returncode": result.returncode,
+              "returncode": result.returncode, "config_sha": config_sha(),
               "warnings": [line for line in (result.stdout + result.stderr).splitlines() if ": warning: step " in line]}
     metrics_path = workdir / name / "metrics.jsonl"
     if result.returncode != 0 or not metrics_path.exists():
@@ -147,20 +167,27 @@ def render(records: list[dict]) -> str:
         *[f"| {task} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values) + " |"
           for task, values in SCREEN.items()],
         "",
+        "## Findings so far",
+        "",
+        *[f"- {finding}" for finding in FINDINGS],
+        "",
         "## Runs",
         "",
-        "| task | mode | seed | label | pass@1 before | after | gain | evaluations (step: pass@1) | wall | s/step "
-        "(rollout / update) | warnings | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Rows whose config is not `{config_sha()}` (the config's SHA-256 now) ran with an earlier configs/smollm2_gym.yaml.",
+        "",
+        "| task | mode | seed | label | config | pass@1 before | after | gain | evaluations (step: pass@1) | wall | "
+        "s/step (rollout / update) | warnings | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (task, mode, seed, label), r in sorted(latest.items()):
         if "error" in r:
-            lines.append(f"| {task} | {mode} | {seed} | {label} | failed (exit {r['returncode']}) | | | | {r['wall_s']:.0f} s | | | {r['load']} |")
+            lines.append(f"| {task} | {mode} | {seed} | {label} | {r.get('config_sha', '')} | failed (exit {r['returncode']}) | | | | "
+                         f"{r['wall_s']:.0f} s | | | {r['load']} |")
             continue
         sec = r["seconds"]
         evals = ", ".join(f"{s}: {v:.3f}" for s, v in r["evals"])
         lines.append(
-            f"| {task} | {mode} | {seed} | {label} | {r['before']:.3f} | {r['after']:.3f} | "
+            f"| {task} | {mode} | {seed} | {label} | {r.get('config_sha', '')} | {r['before']:.3f} | {r['after']:.3f} | "
             f"{100 * (r['after'] - r['before']):+.1f} | {evals} | {r['wall_s']:.0f} s | {sec.get('step', float('nan')):.1f} "
             f"({sec.get('rollout', float('nan')):.1f} / {sec.get('update', float('nan')):.1f}) | "
             f"{len(r['warnings'])} | {r['load']} |")

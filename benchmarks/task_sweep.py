@@ -73,8 +73,9 @@ SCREEN: dict[str, tuple] = {
 # What the runs showed, kept with the table (update when a run changes the picture).
 FINDINGS = [
     "The answer format is learned within ~10 steps (completions shrink from ~35 tokens to 2-4); then the policy tends "
-    "to the commonest answer: syllogism (LoRA pilot) answers \"Yes\" to everything, right on 71%; letter_counting "
-    "(full) answers \"1\", right on 32%. Compare every gain with the always-the-commonest-answer column.",
+    "to the commonest answer: syllogism (LoRA pilot) went to 0.715 held-out, what always \"Yes\" gets (0.710); "
+    "letter_counting (full) to 0.350, near what always \"1\" gets (0.315), and its logged samples at step 30 all "
+    "answer \"1\". Compare every gain with the always-the-commonest-answer column.",
     "reasoning-gym's default partial credit (len(gold) / len(answer) for a gold inside a longer answer) was farmed: "
     "letter_counting under LoRA learned to answer \"12\" (0.5 whenever the count is 1 or 2), held-out 0.000 -> 0.000. "
     "With exact answers only (the ablation row) the same run went 0.000 -> 0.305, so configs/smollm2_gym.yaml now sets "

@@ -17,9 +17,10 @@ Checks (thresholds are module constants, chosen above step-to-step noise of smal
   (`zero_std_fraction`): their advantages are all 0, so the step trains on nothing.
 - `one_opening_for_all`: in each of the last WINDOW steps, at least ONE_OPENING of the step's completions, over all
   its prompts, opened with the same line (`top_opening_share`, train/step_metrics.py): the policy writes one answer
-  whatever the question. Found in the task sweep (benchmarks/results_task_sweep.md): on letter_counting the model
-  learned to answer "1" to every prompt, which is right on 32% of them, so held-out pass@1 rose by 35 points while
-  nothing was learned about counting.
+  whatever the question. Prompted by the task sweep (benchmarks/results_task_sweep.md): on letter_counting the
+  logged samples of the last steps all answered "1", which is right on 32% of held-out prompts, and held-out pass@1
+  went 0.000 -> 0.350, about what that one answer gets. Tested on hand-made histories; not yet seen firing in a real
+  run (the runs that showed the collapse predate the metric).
 """
 
 from __future__ import annotations

@@ -144,8 +144,8 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
                              data_format=sft.data_format, limit=sft.limit, subset=sft.subset, carry_slip=sft.carry_slip, seed=cfg.seed)
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         raise ConfigError(f"sft.source: {exc}") from None
-    render = dict(template=data.template, system_prompt=data.system_prompt, prefill_think=data.prefill_think,
-                  prefill_answer=data.prefill_answer)
+    # No prefill_answer here: the config refuses it together with an sft section.
+    render = dict(template=data.template, system_prompt=data.system_prompt, prefill_think=data.prefill_think)
     rows = [row for row in rows if render_prompt(row["prompt"], tokenizer, **render) not in held_out]
     if not rows:
         raise ConfigError(f"sft.source: {sft.source}: no rows left after removing the eval prompts")

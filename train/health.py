@@ -19,8 +19,8 @@ Checks (thresholds are module constants, chosen above step-to-step noise of smal
   its prompts, opened with the same line (`top_opening_share`, train/step_metrics.py): the policy writes one answer
   whatever the question. Prompted by the task sweep (benchmarks/results_task_sweep.md): on letter_counting the
   logged samples of the last steps all answered "1", which is right on 32% of held-out prompts, and held-out pass@1
-  went 0.000 -> 0.350, about what that one answer gets. Tested on hand-made histories; not yet seen firing in a real
-  run (the runs that showed the collapse predate the metric).
+  went 0.000 -> 0.350, about what that one answer gets. Tested on hand-made histories; in the sweep's gcd run it
+  fired at step 21 (97% of completions alike; held-out 0.330, always "2" gets 0.345).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -133,6 +134,7 @@ def run_one(task: str, mode: str, seed: int, extra: list[str], workdir: Path, la
             "top_opening_share": [steps[0].get("top_opening_share"), steps[-1].get("top_opening_share")]}
 
 
+@functools.lru_cache(maxsize=None)  # render() runs after every run, and once per mode of a task
 def majority_share(task: str) -> float | None:
     """Held-out pass@1 of a policy that always writes the most common gold answer of the eval set: the bar a gain
     must clear to be more than learning the format and the prior (syllogism: "Yes" is right on 71% of prompts)."""

@@ -41,6 +41,11 @@ def as_text(completion: object) -> str:
         return ""
 
 
+def opens_answer(prompt: object) -> bool:
+    """Whether a rendered prompt ends with an opened ``<answer>`` (``data.prefill_answer``)."""
+    return isinstance(prompt, str) and prompt.rstrip().endswith(ANSWER_OPEN)
+
+
 def with_prefilled_answer(completion: object, prompt: object) -> object:
     """The completion as rewards read it when its prompt ends with an opened ``<answer>`` (``data.prefill_answer``): the
     tag, the completion, and a closing tag where the completion has none (EOS or the length cap ended the answer).
@@ -51,7 +56,7 @@ def with_prefilled_answer(completion: object, prompt: object) -> object:
     >>> with_prefilled_answer("42", "Assistant: <think>")
     '42'
     """
-    if not (isinstance(prompt, str) and prompt.rstrip().endswith(ANSWER_OPEN)):
+    if not opens_answer(prompt):
         return completion
     text = as_text(completion)
     return ANSWER_OPEN + text + ("" if ANSWER_CLOSE in text else ANSWER_CLOSE)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from rewards.combine import is_correct
-from rewards.extract import ANSWER_OPEN
+from rewards.extract import opens_answer
 from train.rollout import SamplingParams, generate_rollouts
 
 THINK_OPEN = "<think>"
@@ -160,7 +160,7 @@ def gold_report(split: str, rows: dict[str, list], combiner, accuracy_reward: st
     if not prompts:
         return empty
     completions = [perfect_completion(a, template=template, prefill_think=p.rstrip().endswith(THINK_OPEN),
-                                      prefill_answer=p.rstrip().endswith(ANSWER_OPEN))
+                                      prefill_answer=opens_answer(p))
                    for a, p in zip(answers, prompts, strict=True)]
     columns = {name: values for name, values in rows.items() if name not in ("text", "prompt_ids")}
     if count_tokens is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from data.prompts import prepare_prompt
+from data.tool_protocol import ToolProtocol
 from data.traces import strip_prefilled_think
 
 IGNORE_INDEX = -100  # label of a token that is not trained on (prompt, padding): PyTorch / HF cross-entropy convention
@@ -56,28 +57,45 @@ class SFTBatch:
 
 
 def tokenize_example(
-    prompt, completion: str, tokenizer, *, template: str, system_prompt: str | None, prefill_think: bool
+    prompt, completion: str, tokenizer, *, template: str, system_prompt: str | None, prefill_think: bool,
+    tool_protocol: ToolProtocol | None = None,
 ) -> SFTExample:
     """One example: rendered prompt + completion + EOS, labels IGNORE_INDEX on the prompt.
 
     A completion that starts with `<think>` after a prompt that already ends with `<think>` loses that tag
     (`data.traces.strip_prefilled_think`), so full traces from any source fit a prefilled prompt.
+
+    With `tool_protocol` (rollout.tools is set), the tool's responses in the completion are context, not targets
+    (SimpleTIR's mask_tool_output): they get IGNORE_INDEX labels and the very tokens a rollout appends
+    (`ToolProtocol.response_ids`), and the model's turns are tokenised one by one, as the rollout samples them.
     """
     text, prompt_ids = prepare_prompt(prompt, tokenizer, template=template, system_prompt=system_prompt, prefill_think=prefill_think)
-    completion_ids = tokenizer(strip_prefilled_think(completion, text), add_special_tokens=False)["input_ids"]
-    completion_ids = [*completion_ids, tokenizer.eos_token_id]
+    completion = strip_prefilled_think(completion, text)
+    turns = [(completion, True)] if tool_protocol is None else tool_protocol.split_turns(completion)
+    completion_ids, labels = [], []
+    for segment, by_model in turns:
+        if by_model:
+            ids = tokenizer(segment, add_special_tokens=False)["input_ids"]
+        else:
+            body = segment[len(tool_protocol.response_prefix) :]
+            if tool_protocol.response_suffix and body.endswith(tool_protocol.response_suffix):
+                body = body[: -len(tool_protocol.response_suffix)]
+            ids = tool_protocol.response_ids(tokenizer, body)
+        completion_ids += ids
+        labels += ids if by_model else [IGNORE_INDEX] * len(ids)
     if not prompt_ids:
         raise ValueError(f"empty prompt after rendering {prompt!r}")  # packing relies on a masked first token
-    return SFTExample(input_ids=prompt_ids + completion_ids, labels=[IGNORE_INDEX] * len(prompt_ids) + completion_ids)
+    eos = [tokenizer.eos_token_id]
+    return SFTExample(input_ids=prompt_ids + completion_ids + eos, labels=[IGNORE_INDEX] * len(prompt_ids) + labels + eos)
 
 
 def build_examples(rows: list[dict], tokenizer, *, template: str, system_prompt: str | None, prefill_think: bool,
-                   max_length: int) -> tuple[list[SFTExample], int]:
+                   max_length: int, tool_protocol: ToolProtocol | None = None) -> tuple[list[SFTExample], int]:
     """Tokenised examples from rows `{prompt, completion}`, and how many were dropped for exceeding `max_length`
     (dropped, not cut: a cut completion would teach the model to stop without EOS or answer)."""
     examples = [
         tokenize_example(row["prompt"], row["completion"], tokenizer, template=template, system_prompt=system_prompt,
-                         prefill_think=prefill_think)
+                         prefill_think=prefill_think, tool_protocol=tool_protocol)
         for row in rows
     ]
     kept = [ex for ex in examples if len(ex.input_ids) <= max_length]

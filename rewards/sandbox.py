@@ -44,8 +44,9 @@ def bwrap_has(bwrap: str, option: str) -> bool:
     return option.encode() in usage
 
 
-def bwrap_argv(bwrap: str, interpreter: str, info_fd: int | None) -> list[str]:
-    """The bwrap command line up to and including ``interpreter -I``."""
+def bwrap_argv(bwrap: str, interpreter: str, info_fd: int | None, hash_seed: int | None = None) -> list[str]:
+    """The bwrap command line up to and including ``interpreter -I`` (``-s`` with PYTHONHASHSEED when `hash_seed` is
+    given: the environment is cleared, so that variable is the only one Python could read)."""
     argv = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", "/tmp"]
@@ -72,6 +73,8 @@ def bwrap_argv(bwrap: str, interpreter: str, info_fd: int | None) -> list[str]:
              "--chdir", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/"]
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]  # reports the host pid of the sandbox's PID 1
+    if hash_seed is not None:
+        return argv + ["--setenv", "PYTHONHASHSEED", str(hash_seed), "--", interpreter, "-s"]
     return argv + ["--", interpreter, "-I"]
 
 

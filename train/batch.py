@@ -22,6 +22,14 @@ class RolloutBatch:
     group_size: int  # G: rows i*G .. i*G+G-1 are the completions of prompt i
     completion_texts: list[str]  # [N] decoded completions, special tokens removed
     truncated: torch.Tensor  # [N] bool: no EOS within max_completion_length
+    # With the Python tool (train/tool_rollout.py): 1 for tokens the model sampled, 0 for tool output (context only).
+    model_token_mask: torch.Tensor | None = None  # [N, L]; None: every completion token is the model's
+    tool_calls: list[list[dict]] | None = None  # [N] per row: {code, output, status, seconds}
+    tool_seconds: dict[str, float] | None = None  # {"tools": seconds in calls, "tool_wait": rollout stood waiting}
+
+    @property
+    def loss_token_mask(self) -> torch.Tensor:  # [N, L]: the tokens the loss, its normalisers, entropy and KL count
+        return self.completion_mask if self.model_token_mask is None else self.completion_mask * self.model_token_mask
 
     @property
     def completion_ids(self) -> torch.Tensor:  # [N, L]
@@ -46,6 +54,8 @@ class RolloutBatch:
             completion_mask=self.completion_mask[index.to(self.completion_mask.device)], prompt_length=self.prompt_length,
             group_size=self.group_size, completion_texts=[self.completion_texts[r] for r in rows],
             truncated=self.truncated[index.to(self.truncated.device)],
+            model_token_mask=None if self.model_token_mask is None else self.model_token_mask[index.to(self.model_token_mask.device)],
+            tool_calls=None if self.tool_calls is None else [self.tool_calls[r] for r in rows], tool_seconds=self.tool_seconds,
         )
 
     @staticmethod
@@ -54,7 +64,8 @@ class RolloutBatch:
         widest batch (padding has attention and completion mask 0)."""
         P = max(b.prompt_length for b in batches)
         L = max(b.completion_mask.shape[1] for b in batches)
-        input_ids, attention_mask, completion_mask = [], [], []
+        input_ids, attention_mask, completion_mask, model_mask = [], [], [], []
+        tools = any(b.model_token_mask is not None for b in batches)
         for b in batches:
             prompt_ids, completion_ids = b.input_ids[:, : b.prompt_length], b.input_ids[:, b.prompt_length :]
             prompt_mask, completion_attention = b.attention_mask[:, : b.prompt_length], b.attention_mask[:, b.prompt_length :]
@@ -63,11 +74,16 @@ class RolloutBatch:
             attention_mask.append(torch.cat([_pad_to(prompt_mask, P, 0, left=True),
                                              _pad_to(completion_attention, L, 0, left=False)], 1))
             completion_mask.append(_pad_to(b.completion_mask, L, 0, left=False))
+            model_mask.append(_pad_to(b.completion_mask if b.model_token_mask is None else b.model_token_mask, L, 0, left=False))
+        seconds = [b.tool_seconds for b in batches if b.tool_seconds]
         return RolloutBatch(
             input_ids=torch.cat(input_ids), attention_mask=torch.cat(attention_mask), completion_mask=torch.cat(completion_mask),
             prompt_length=P, group_size=batches[0].group_size,
             completion_texts=[text for b in batches for text in b.completion_texts],
             truncated=torch.cat([b.truncated for b in batches]),
+            model_token_mask=torch.cat(model_mask) if tools else None,
+            tool_calls=[c for b in batches for c in (b.tool_calls or [[]] * len(b.completion_texts))] if tools else None,
+            tool_seconds={k: sum(s[k] for s in seconds) for k in seconds[0]} if seconds else None,
         )
 
 

@@ -149,6 +149,7 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
     rows = [row for row in rows if render_prompt(row["prompt"], tokenizer, **render) not in held_out]
     if not rows:
         raise ConfigError(f"sft.source: {sft.source}: no rows left after removing the eval prompts")
+    sampling = sampling_params(cfg)  # with rollout.tools, the tool's responses in the traces are masked out of the labels
     lora = cfg.model.lora is not None and sft.lora
     if lora:
         model = with_lora(cfg, model)
@@ -167,7 +168,7 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
             chunk_size=cfg.optim.logprob_chunk_size, show_progress=dist_info.is_main,
             checkpoints=SFTCheckpoints(run_dir / SFT_CHECKPOINTS, every=sft.checkpoint_every, keep_last=cfg.checkpoint.keep_last,
                                        resume_from=resume_from),
-            stop_signal=stop_signal,
+            stop_signal=stop_signal, tool_protocol=None if sampling.tools is None else sampling.tools.protocol,
         )
     except ValueError as exc:  # no example fits sft.max_length, an empty rendered prompt
         raise ConfigError(f"sft: {sft.source}: {exc}") from None

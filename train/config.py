@@ -223,6 +223,44 @@ class FilterGroupsConfig(_Section):
     step is logged with filter_groups/hit_limit = 1), or stop the run."""
 
 
+class ToolsConfig(_Section):
+    """The Python tool during rollouts (issue 25; README "Tool-integrated reasoning"): a completion that closes a call
+    pauses, the code runs in the code_exec sandbox (earlier cells replayed), its output is appended as tokens the loss
+    never trains on, and generation goes on."""
+
+    format: Literal["markdown", "xml"] = "markdown"
+    """Marker preset: markdown (a ```python block, answered by an ```output block) or xml (<code>, <interpreter>)."""
+    call_start: str | None = None
+    """Replaces the preset's opening marker of a call."""
+    call_end: str | None = None
+    """Replaces the preset's closing marker of a call."""
+    response_template: str | None = None
+    """Replaces the preset's response text; holds {output} once (e.g. a chat template's tool turn)."""
+    max_tool_calling_iterations: int = Field(2, ge=1)
+    """Calls run per completion (TRL's name); code after that stays text."""
+    max_tool_response_length: int = Field(256, gt=0)
+    """Characters of a call's output shown to the model (verl's name); the cut is marked."""
+    tool_response_truncate_side: Literal["left", "middle", "right"] = "middle"
+    """Which part of a long output is cut (verl's name); middle keeps a traceback's last line."""
+    time_limit_s: float = Field(2.0, gt=0)
+    """Wall-clock limit of one call, the replay of the completion's earlier cells included."""
+    memory_mb: int = Field(256, gt=0)
+    """Address-space limit of one call."""
+    num_workers: int = Field(2, gt=0)
+    """Calls run at once, while the other rows keep decoding."""
+    unsafe_no_sandbox: bool = False
+    """Run model-written code without bubblewrap (NO isolation: it runs as the trainer's user)."""
+
+    @model_validator(mode="after")
+    def _markers(self) -> "ToolsConfig":
+        if self.response_template is not None and self.response_template.count("{output}") != 1:
+            raise ValueError(f"response_template must hold {{output}} exactly once (got {self.response_template!r})")
+        for name in ("call_start", "call_end"):
+            if getattr(self, name) == "":
+                raise ValueError(f"{name} must not be empty")
+        return self
+
+
 class RolloutConfig(_Section):
     prompts_per_step: int = Field(8, gt=0)
     """Prompts per optimiser step, summed over all ranks (B). Must be divisible by the world size."""
@@ -241,6 +279,9 @@ class RolloutConfig(_Section):
     full copy of the model per rank). Either way, ranks generate in lock-step (synced_gpus) under ZeRO-3."""
     filter_groups: FilterGroupsConfig = Field(default_factory=FilterGroupsConfig)
     """DAPO dynamic sampling: train only on groups with reward spread."""
+    tools: ToolsConfig | None = None
+    """Multi-turn rollouts with the Python tool; null (default): single-turn. max_completion_length then counts model
+    and tool tokens together."""
 
 
 class GRPOConfig(_Section):

@@ -77,6 +77,8 @@ def sample_groups(run: Run, cfg: TrainConfig, seconds: dict[str, float]) -> Samp
     t_rollout = time.perf_counter()
     columns = {name: rollout.per_completion(values) for name, values in rows.items()}
     columns["completion_length"] = rollout.completion_lengths.tolist()
+    if rollout.tool_calls is not None:  # rewards may read the calls (e.g. tool_errors); the text holds their output
+        columns["tool_calls"] = rollout.tool_calls
     scored = run.combiner(rollout.completion_texts, rollout.per_completion(prompt_texts), columns)
     seconds["rollout"] += t_rollout - t_start
     seconds["rewards"] += time.perf_counter() - t_rollout
@@ -112,7 +114,8 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
                           sharded=run.engine.sharded)
     batch = TrainBatch(
         input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-        completion_mask=rollout.completion_mask.float() * kept.to(rollout.completion_mask.device).unsqueeze(1),
+        # Tool output is context, never trained: the loss, its token counts, entropy and KL see model tokens only.
+        completion_mask=rollout.loss_token_mask.float() * kept.to(rollout.completion_mask.device).unsqueeze(1),
         advantages=advantages.to(run.engine.device),
         old_logprobs=logprobs_of(run.engine.hf_module) if cfg.grpo.num_iterations > 1 else None,
         ref_logprobs=None,

@@ -22,6 +22,8 @@ import torch
 
 from train.batch import RolloutBatch
 from train.logprobs import position_ids_from_mask
+from train.tool_rollout import tool_rollouts
+from train.tools import ToolSettings
 
 # generation_config fields with which HF `generate` changes the sampling distribution beyond temperature/top-k/top-p
 # (which we always pass explicitly) or decodes differently (beams), each with the values that leave it inactive. A
@@ -46,6 +48,7 @@ class SamplingParams:
     temperature: float
     top_p: float
     top_k: int  # 0: no top-k filter
+    tools: ToolSettings | None = None  # rollout.tools: multi-turn rollouts with the Python tool (train/tool_rollout.py)
 
 
 def _completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,6 +124,7 @@ def _sample_with_cache(
     temperature: float,
     top_k: int,
     top_p: float,
+    stop=None,
 ) -> torch.Tensor:
     """prompt_ids, prompt_mask [b, P] (left-padded, one row per prompt) -> completion ids [b*G, L'] (group-major),
     L' <= max_new_tokens.
@@ -131,7 +135,8 @@ def _sample_with_cache(
     forwards of finished rows: once at most COMPACT_BELOW of the decode batch is unfinished, the finished rows leave it
     (their cache rows are dropped). The draw still covers all N rows (finished ones get a dummy distribution and then
     pad), so the random stream, and with it every sampled token, is the same as `generate`'s for the same seed.
-    Positions skip the left padding, as in `generate` and train/logprobs.py.
+    Positions skip the left padding, as in `generate` and train/logprobs.py. `stop(tokens so far [N, t], unfinished
+    [N]) -> [N] bool` ends rows after the step's token, as a StoppingCriteria does in `generate` (tool calls).
     """
     device = prompt_ids.device
     cache_kwarg, takes_logits_to_keep = _forward_kwargs(model)
@@ -159,6 +164,8 @@ def _sample_with_cache(
         next_tokens = torch.where(unfinished, next_tokens, pad_token_id)
         tokens[:, steps] = next_tokens
         unfinished &= next_tokens != eos_token_id
+        if stop is not None:
+            unfinished &= ~stop(tokens[:, : steps + 1], unfinished)
         steps += 1
         if steps == max_new_tokens or not unfinished.any():
             return tokens[:, :steps]
@@ -218,6 +225,42 @@ def left_pad(prompt_ids: list[list[int]], pad_token_id: int, device) -> tuple[to
     return ids.to(device), mask.to(device)
 
 
+class _StopRule:
+    """A per-step stop rule (train/tools.py::CallDetector) as HF `generate`'s StoppingCriteria: called after the
+    step's token is appended, [N] bool back."""
+
+    def __init__(self, stop, prompt_width: int):
+        self.stop, self.prompt_width = stop, prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return self.stop(input_ids[:, self.prompt_width :]).to(input_ids.device)
+
+
+def _single_turn(model, tokenizer, prompt_ids: list[list[int]], num_generations: int, max_new_tokens: int, stop, *,
+                 sampling: SamplingParams, device, synced_gpus: bool, do_sample: bool) -> torch.Tensor:
+    """One decoding pass: completion ids [b*G, L'] (group-major, pad after each row's end), L' <= max_new_tokens."""
+    unique_ids, unique_mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)  # [b, P]
+    if not _uses_hf_generate(model, synced_gpus):
+        return _sample_with_cache(
+            model, unique_ids, unique_mask, num_generations=num_generations, max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=do_sample,
+            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, stop=stop,
+        )
+    from transformers import StoppingCriteriaList
+
+    # Greedy: sampling arguments set to None so a checkpoint's own generation_config (e.g. temperature 0.7) neither
+    # applies nor triggers transformers' "flag only used in sample mode" warning.
+    warpers = (dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k if sampling.top_k > 0 else None)
+               if do_sample else dict(temperature=None, top_p=None, top_k=None))
+    rows, mask = unique_ids.repeat_interleave(num_generations, dim=0), unique_mask.repeat_interleave(num_generations, dim=0)
+    output = model.generate(
+        input_ids=rows, attention_mask=mask, do_sample=do_sample, **warpers, max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, synced_gpus=synced_gpus, use_cache=True,
+        **({"stopping_criteria": StoppingCriteriaList([_StopRule(stop, rows.shape[1])])} if stop is not None else {}),
+    )
+    return output[:, rows.shape[1] :]
+
+
 @torch.no_grad()
 def generate_rollouts(
     model,
@@ -231,43 +274,31 @@ def generate_rollouts(
     do_sample: bool = True,
 ) -> RolloutBatch:
     """Sample `num_generations` completions for each of the b prompts (group-major rows, N = b*G; b = B/W in training), at most
-    `sampling.max_completion_length` tokens each.
+    `sampling.max_completion_length` tokens each (model and tool tokens together when `sampling.tools` is set).
 
     prompt_ids: [b] token ids of the prompts, as `data.prompts.prepare_prompts` made them (the one tokenisation).
     synced_gpus: ranks decode in lock-step (Engine.lockstep). do_sample: False decodes greedily (evaluation); the
     temperature, top-p and top-k are then ignored."""
-    max_completion_length, temperature, top_p, top_k = (
-        sampling.max_completion_length, sampling.temperature, sampling.top_p, sampling.top_k)
     unique_ids, unique_mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)  # [b, P]
     prompt_ids_rows = unique_ids.repeat_interleave(num_generations, dim=0)  # [N, P]
     prompt_mask = unique_mask.repeat_interleave(num_generations, dim=0)  # [N, P]
     was_training = model.training
     model.eval()
-    if _uses_hf_generate(model, synced_gpus):
-        # Greedy: sampling arguments set to None so a checkpoint's own generation_config (e.g. temperature 0.7) neither
-        # applies nor triggers transformers' "flag only used in sample mode" warning.
-        sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else None) if do_sample else dict(temperature=None, top_p=None, top_k=None)
-        output = model.generate(
-            input_ids=prompt_ids_rows,
-            attention_mask=prompt_mask,
-            do_sample=do_sample,
-            **sampling,
-            max_new_tokens=max_completion_length,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            synced_gpus=synced_gpus,
-            use_cache=True,
-        )
-        completion_ids = output[:, prompt_ids_rows.shape[1] :]  # [N, L'] with L' <= max_completion_length
+    single_turn = functools.partial(_single_turn, model, tokenizer, sampling=sampling, device=device,
+                                    synced_gpus=synced_gpus, do_sample=do_sample)
+    model_token_mask = tool_calls = tools = None
+    if sampling.tools is not None:
+        tools = tool_rollouts(single_turn, tokenizer, prompt_ids, num_generations=num_generations,
+                              max_completion_length=sampling.max_completion_length, settings=sampling.tools,
+                              synced_gpus=synced_gpus)
+        completion_ids, completion_mask, truncated = (t.to(device) for t in (tools.completion_ids, tools.completion_mask, tools.truncated))
+        model_token_mask, tool_calls = tools.model_token_mask.to(device), tools.tool_calls
     else:
-        completion_ids = _sample_with_cache(
-            model, unique_ids, unique_mask, num_generations=num_generations, max_new_tokens=max_completion_length, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-        )
+        completion_ids = single_turn(prompt_ids, num_generations, sampling.max_completion_length, None)
+        if completion_ids.shape[1] == 0:  # every row hit EOS immediately is impossible (EOS is kept), but guard anyway
+            completion_ids = torch.full((prompt_ids_rows.shape[0], 1), tokenizer.eos_token_id, device=device, dtype=prompt_ids_rows.dtype)
+        completion_mask, truncated = _completion_mask(completion_ids, tokenizer.eos_token_id)
     model.train(was_training)
-    if completion_ids.shape[1] == 0:  # every row hit EOS immediately is impossible (EOS is kept), but guard anyway
-        completion_ids = torch.full((prompt_ids_rows.shape[0], 1), tokenizer.eos_token_id, device=device, dtype=prompt_ids_rows.dtype)
-    completion_mask, truncated = _completion_mask(completion_ids, tokenizer.eos_token_id)
     # Tokens after the first EOS are padding: set them to pad so recomputed log-probs never see sampled garbage.
     completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
     batch = RolloutBatch(
@@ -278,6 +309,9 @@ def generate_rollouts(
         group_size=num_generations,
         completion_texts=[],
         truncated=truncated,
+        model_token_mask=model_token_mask,
+        tool_calls=tool_calls,
+        tool_seconds={"tool_wait": tools.tool_wait_seconds, "tools": tools.tool_seconds} if tools is not None else None,
     )
     batch.completion_texts = tokenizer.batch_decode(batch.completion_ids, skip_special_tokens=True)
     return batch

@@ -235,6 +235,7 @@ def sample(args: argparse.Namespace) -> dict:
                     **{name: columns[name][index] for name in keep_columns if name != "prompt"},
                     "reward": _number(scored.total[j]), "rewards": {name: _number(scored.per_reward[name][j]) for name in reward_names},
                     "prompt_index": index, "sample_index": j, "seed": seed, "model": model_name,
+                    **({"tool_calls": batch.tool_calls[j]} if batch.tool_calls is not None else {}),
                 }
                 lines.append(json.dumps(record))
             lines.append(json.dumps({"done": index}))

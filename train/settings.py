@@ -8,13 +8,17 @@ passes a knob on by hand: a new loss option is a key in train/config.py's GRPOCo
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, TypeVar
 
-from train.config import TrainConfig
+from data.tool_protocol import ToolProtocol
+from rewards.code_exec import UNSAFE_ENV, sandbox_problem
+from train.config import ConfigError, ToolsConfig, TrainConfig
 from train.engine_spec import EngineSpec
 from train.loss import GRPOLoss
 from train.micro_batches import MicroBatching
 from train.rollout import SamplingParams
+from train.tools import ToolSettings
 
 Settings = TypeVar("Settings")
 
@@ -36,8 +40,26 @@ def values_from(settings: type[Settings], *sections: Any) -> Settings:
 
 
 def sampling_params(cfg: TrainConfig) -> SamplingParams:
-    """rollout.max_completion_length, temperature, top_p, top_k as one value for every sampler of the run."""
-    return values_from(SamplingParams, cfg.rollout)
+    """rollout.max_completion_length, temperature, top_p, top_k (and rollout.tools) as one value for every sampler of
+    the run: training rollouts, evaluation, `thinkrl sample` and the preflight all call the tool when it is set."""
+    return dataclasses.replace(values_from(SamplingParams, cfg.rollout), tools=tool_settings(cfg.rollout.tools))
+
+
+def tool_settings(tools: ToolsConfig | None) -> ToolSettings | None:
+    """rollout.tools as the value the samplers use; refuses a tool without a working sandbox before anything loads."""
+    if tools is None:
+        return None
+    if not tools.unsafe_no_sandbox and os.environ.get(UNSAFE_ENV, "") != "1":
+        problem = sandbox_problem()
+        if problem is not None:
+            raise ConfigError(f"rollout.tools: {problem.replace('code_exec option unsafe_no_sandbox', 'option rollout.tools.unsafe_no_sandbox')}")
+    protocol = ToolProtocol.preset(tools.format, call_start=tools.call_start, call_end=tools.call_end,
+                                   response_template=tools.response_template,
+                                   max_tool_response_length=tools.max_tool_response_length,
+                                   tool_response_truncate_side=tools.tool_response_truncate_side)
+    return ToolSettings(protocol=protocol, max_tool_calling_iterations=tools.max_tool_calling_iterations,
+                        time_limit_s=tools.time_limit_s, memory_mb=tools.memory_mb, num_workers=tools.num_workers,
+                        unsafe_no_sandbox=tools.unsafe_no_sandbox)
 
 
 def grpo_loss_fn(cfg: TrainConfig) -> GRPOLoss:

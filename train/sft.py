@@ -133,6 +133,7 @@ def sft_stage(
     chunk_size: int = 1024,
     show_progress: bool = True,
     checkpoints: SFTCheckpoints | None = None,
+    tool_protocol=None,
     stop_signal: Callable[[], int | None] | None = None,
 ):
     """SFT `model` on `rows` ({prompt, completion}) through its own engine, built from `engine_spec` (its
@@ -157,7 +158,7 @@ def sft_stage(
         raise ValueError(f"sft batch_size={batch_size} must be divisible by world size {world_size} x "
                          f"micro_batch_size={micro_batch_size}")
     examples, dropped = build_examples(rows, tokenizer, template=template, system_prompt=system_prompt,
-                                       prefill_think=prefill_think, max_length=max_length)
+                                       prefill_think=prefill_think, max_length=max_length, tool_protocol=tool_protocol)
     if not examples:
         raise ValueError(f"no SFT example fits max_length={max_length} ({dropped} dropped)")
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()

@@ -14,7 +14,8 @@ import torch
 from rewards import CORRECT_SCORE, RewardOutput
 from train.advantages import zero_std_fraction
 from train.batch import RolloutBatch
-from train.distributed import all_gather_tensor
+from train.distributed import all_gather_tensor, all_reduce_sum
+from train.tools import tool_metrics
 
 
 def step_metrics(
@@ -64,6 +65,21 @@ def step_metrics(
         **{f"time/{phase}": value for phase, value in seconds.items()},
         "time/step": step_seconds,
         "tokens_per_second": lengths.sum().item() / step_seconds,
+        **(tool_step_metrics(rollout, lengths.numel()) if rollout.tool_calls is not None else {}),
+    }
+
+
+def tool_step_metrics(rollout: RolloutBatch, num_completions: int) -> dict[str, float]:
+    """With the Python tool (TRL's tools/call_frequency is calls_per_completion): per-completion means over all ranks,
+    and this rank's seconds in calls and waiting for them (README "Logged metrics"). A collective."""
+    counts = tool_metrics(rollout.tool_calls)
+    totals = all_reduce_sum(torch.tensor(list(counts.values()), dtype=torch.float64)).tolist()
+    means = {name: total / max(num_completions, 1) for name, total in zip(counts, totals)}
+    seconds = rollout.tool_seconds or {}
+    return {
+        "tools/calls_per_completion": means["calls"], "tools/errors": means["errors"],
+        "tools/timeouts": means["timeouts"], "tools/completions_with_calls": means["completions_with_calls"],
+        "tools/time": seconds.get("tools", 0.0), "time/tool_wait": seconds.get("tool_wait", 0.0),
     }
 
 
@@ -102,6 +118,7 @@ def step_samples(prompt_texts: list[str], rollout: RolloutBatch, scored: RewardO
     prompts = rollout.per_completion(prompt_texts)
     return [
         {"prompt": prompts[i], "completion": rollout.completion_texts[i], "reward": scored.total[i],
-         **{name: values[i] for name, values in scored.per_reward.items()}}
+         **{name: values[i] for name, values in scored.per_reward.items()},
+         **({"tool_calls": rollout.tool_calls[i]} if rollout.tool_calls is not None else {})}
         for i in range(min(num_samples, len(rollout.completion_texts)))
     ]

@@ -1,0 +1,186 @@
+"""Multi-turn rollouts with the Python tool (train/tool_rollout.py): calls pause rows, run in the real sandbox, and
+come back as context tokens the loss never trains on. Scripted tiny models write the calls: a position script forces
+a given program (greedy or sampled alike), and a marker hook makes single-byte markers likely at data-dependent steps
+so that sampling reaches them."""
+
+import random
+import time
+
+import pytest
+import torch
+
+from data.tool_protocol import ToolProtocol
+from rewards.code_exec import sandbox_problem
+from train import rollout, tools
+from train.batch import RolloutBatch
+from train.loss import GRPOLoss
+from train.rollout import SamplingParams, generate_rollouts
+from train.tools import ToolSettings
+
+from helpers import encode_prompts, make_tiny_model
+
+pytestmark = pytest.mark.skipif(sandbox_problem() is not None, reason=f"no working bubblewrap: {sandbox_problem()}")
+
+MARKDOWN = ToolProtocol.preset("markdown")
+CALL = "```python\nprint(6*7)\n```"
+
+
+def _ids(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _scripted_model(tokenizer, prompt_length: int, script: list[int]):
+    """A tiny model that writes script[i] as completion token i (then EOS), whatever came before: the position of
+    each step's last token says which completion index comes next (prompts of one length: positions skip padding)."""
+    model = make_tiny_model(tokenizer)
+    seen = {}
+    model.model.register_forward_pre_hook(lambda module, args, kwargs: seen.update(positions=kwargs["position_ids"]),
+                                          with_kwargs=True)
+
+    def force(module, args, logits):
+        index = seen["positions"][:, -1] + 1 - prompt_length  # [rows] completion index of the next token
+        wanted = torch.tensor([script[i] if 0 <= i < len(script) else tokenizer.eos_token_id for i in index.tolist()])
+        logits = logits.clone()
+        logits[:, -1] = -1e4
+        logits[torch.arange(len(wanted)), -1, wanted] = 1e4
+        return logits
+
+    model.get_output_embeddings().register_forward_hook(force)
+    return model
+
+
+def _run(model, tokenizer, prompts, *, settings, length, num_generations=2, seed=0, do_sample=True):
+    torch.manual_seed(seed)
+    return generate_rollouts(model, tokenizer, encode_prompts(tokenizer, prompts), num_generations=num_generations,
+                             sampling=SamplingParams(length, 1.0, 1.0, 0, tools=settings), device=torch.device("cpu"),
+                             do_sample=do_sample)
+
+
+def test_a_call_runs_and_its_output_is_context_not_model_tokens(tokenizer):
+    prompt = "Multiply 6 by 7."
+    call, response = _ids(tokenizer, CALL), MARKDOWN.response_ids(tokenizer, "42")
+    model = _scripted_model(tokenizer, len(encode_prompts(tokenizer, [prompt])[0]), call)
+    batch = _run(model, tokenizer, [prompt], settings=ToolSettings(MARKDOWN), length=64)
+    for row in range(2):
+        assert batch.completion_texts[row] == CALL + MARKDOWN.response_text("42")
+        n = len(call) + len(response) + 1  # the call, the tool's answer, then the model's EOS
+        assert batch.completion_mask[row].tolist() == [1] * n + [0] * (batch.completion_mask.shape[1] - n)
+        assert batch.model_token_mask[row, :n].tolist() == [1] * len(call) + [0] * len(response) + [1]
+        assert batch.completion_ids[row, len(call) : len(call) + len(response)].tolist() == response
+        assert [(c["code"], c["output"], c["status"]) for c in batch.tool_calls[row]] == [("print(6*7)\n", "42", "ok")]
+    assert not batch.truncated.any()
+    assert torch.equal(batch.loss_token_mask, batch.completion_mask * batch.model_token_mask)
+
+
+def test_calls_beyond_the_limit_stay_text_and_the_budget_cuts_the_response(tokenizer):
+    prompt = "Multiply 6 by 7."
+    call, response = _ids(tokenizer, CALL), MARKDOWN.response_ids(tokenizer, "42")
+    filler = [tokenizer.eos_token_id] * len(response)  # positions the tool's answer takes (never drawn)
+    model = _scripted_model(tokenizer, len(encode_prompts(tokenizer, [prompt])[0]), call + filler + call + filler + call)
+    batch = _run(model, tokenizer, [prompt], settings=ToolSettings(MARKDOWN, max_tool_calling_iterations=2), length=200)
+    assert [len(calls) for calls in batch.tool_calls] == [2, 2]
+    assert batch.completion_texts[0] == (CALL + MARKDOWN.response_text("42")) * 2 + CALL  # the third call is text
+    assert int((batch.model_token_mask[0] == 0).logical_and(batch.completion_mask[0] == 1).sum()) == 2 * len(response)
+    cut = _run(model, tokenizer, [prompt], settings=ToolSettings(MARKDOWN), length=len(call) + 3)
+    assert cut.truncated.all() and cut.completion_mask.sum(1).tolist() == [len(call) + 3] * 2
+    assert cut.model_token_mask[0].tolist() == [1] * len(call) + [0] * 3
+
+
+def test_a_hanging_call_costs_its_time_limit_only(tokenizer):
+    prompt = "Loop."
+    call = _ids(tokenizer, "```python\nwhile True: pass\n```")
+    model = _scripted_model(tokenizer, len(encode_prompts(tokenizer, [prompt])[0]), call)
+    start = time.perf_counter()
+    batch = _run(model, tokenizer, [prompt], settings=ToolSettings(MARKDOWN, time_limit_s=1.0), length=120)
+    assert time.perf_counter() - start < 1.0 + 4.0  # the 2 rows write the same cell: it runs once
+    assert [c["status"] for c in batch.tool_calls[0]] == ["timeout"]
+    assert "TimeoutError" in batch.completion_texts[0]
+
+
+# Single-byte markers a random byte-level model reaches while sampling: bodies are random bytes, so the calls are
+# mostly SyntaxErrors, whose text is deterministic.
+BRACES = ToolProtocol("{", "}", "[{output}]", max_tool_response_length=16)
+PROMPTS = ["What is 12+30? <think>", "Hi", "A longer prompt, with more words <think>"]
+
+
+def _brace_model(tokenizer):
+    model = make_tiny_model(tokenizer)
+    opening, closing = _ids(tokenizer, "{")[0], _ids(tokenizer, "}")[0]
+
+    def boost(module, args, logits):
+        best = logits.max(dim=-1)
+        logits = logits.clone()
+        logits[..., opening] = torch.where(best.indices % 5 == 0, best.values + 4.0, logits[..., opening])
+        logits[..., closing] = torch.where(best.indices % 5 == 1, best.values + 4.0, logits[..., closing])
+        return logits
+
+    model.get_output_embeddings().register_forward_hook(boost)
+    return model
+
+
+def _assert_same(a: RolloutBatch, b: RolloutBatch):
+    for name in ("input_ids", "attention_mask", "completion_mask", "model_token_mask", "truncated"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.completion_texts == b.completion_texts
+    strip = lambda calls: [[{k: v for k, v in c.items() if k != "seconds"} for c in row] for row in calls]  # noqa: E731
+    assert strip(a.tool_calls) == strip(b.tool_calls)
+
+
+def test_lean_sampler_equals_hf_generate_with_tools(tokenizer, monkeypatch):
+    """Sampled, with calls at data-dependent steps in rows of three prompt lengths: every round, stop and draw of the
+    lean sampler is `generate`'s (lock-step ZeRO-3 decoding goes through `generate`)."""
+    model = _brace_model(tokenizer)
+    settings = ToolSettings(BRACES, max_tool_calling_iterations=2)
+    lean = _run(model, tokenizer, PROMPTS, settings=settings, length=80, num_generations=3, seed=3)
+    assert sum(len(calls) for calls in lean.tool_calls) >= 6 and max(len(calls) for calls in lean.tool_calls) == 2
+    assert ((lean.model_token_mask == 0) & (lean.completion_mask == 1)).any()
+    monkeypatch.setattr(rollout, "_uses_hf_generate", lambda *args: True)
+    hf = _run(model, tokenizer, PROMPTS, settings=settings, length=80, num_generations=3, seed=3)
+    _assert_same(lean, hf)
+
+
+def test_greedy_tool_rollout_through_hf_generate(tokenizer, monkeypatch):
+    prompt = "Multiply 6 by 7."
+    call, response = _ids(tokenizer, CALL), MARKDOWN.response_ids(tokenizer, "42")
+    model = _scripted_model(tokenizer, len(encode_prompts(tokenizer, [prompt])[0]), call + [0] * len(response) + call)
+    lean = _run(model, tokenizer, [prompt], settings=ToolSettings(MARKDOWN), length=100, do_sample=False)
+    monkeypatch.setattr(rollout, "_uses_hf_generate", lambda *args: True)
+    hf = _run(model, tokenizer, [prompt], settings=ToolSettings(MARKDOWN), length=100, do_sample=False)
+    _assert_same(lean, hf)
+    assert [len(calls) for calls in hf.tool_calls] == [2, 2]
+
+
+def test_tokens_do_not_depend_on_how_long_tools_take(tokenizer, monkeypatch):
+    model = _brace_model(tokenizer)
+    settings = ToolSettings(BRACES, max_tool_calling_iterations=2, num_workers=3)
+    prompt_run = lambda: _run(model, tokenizer, PROMPTS, settings=settings, length=60, num_generations=3, seed=5)  # noqa: E731
+    reference = prompt_run()
+    real, delays = tools.run_cells, random.Random(0)
+
+    def slow(*args, **kwargs):
+        time.sleep(delays.uniform(0, 0.3))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tools, "run_cells", slow)
+    _assert_same(reference, prompt_run())
+
+
+def test_tool_tokens_carry_no_gradient_and_are_not_counted():
+    """Hand-worked: row 0 has model tokens [1,1,0,0,1,1] (two tool tokens) and advantage +1, row 1 [1,1,1,0,0,0]
+    (three tokens then padding) and -1; on-policy, so every ratio is 1 and d(loss)/d(logp) = -A / 7 on model
+    tokens (dapo: 7 model tokens, not 9) and exactly 0 on tool tokens."""
+    completion_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    model_token_mask = torch.tensor([[1, 1, 0, 0, 1, 1], [1, 1, 1, 0, 0, 0]])
+    batch = RolloutBatch(input_ids=torch.zeros(2, 8, dtype=torch.long), attention_mask=torch.ones(2, 8),
+                         completion_mask=completion_mask, prompt_length=2, group_size=2, completion_texts=["", ""],
+                         truncated=torch.tensor([True, False]), model_token_mask=model_token_mask)
+    mask = batch.loss_token_mask.float()
+    logprobs = torch.full((2, 6), -1.0, requires_grad=True)
+    loss = GRPOLoss(loss_type="dapo", beta=0.0, epsilon=0.2, epsilon_high=0.2, max_completion_length=6,
+                    importance_sampling_level="token", use_bias_correction_kl=False)
+    value, _ = loss(logprobs, logprobs.detach(), None, torch.tensor([1.0, -1.0]), mask, step_tokens=float(mask.sum()),
+                    num_sequences=2.0)
+    value.backward()
+    assert value.item() == pytest.approx(-1 / 7)
+    expected = torch.tensor([[-1, -1, 0, 0, -1, -1], [1, 1, 1, 0, 0, 0]]) / 7
+    torch.testing.assert_close(logprobs.grad, expected)

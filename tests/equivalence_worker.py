@@ -211,6 +211,66 @@ def generation_case(gather: bool, *, rank: int, world_size: int) -> dict:
     return {"per_rank": per_rank}
 
 
+def tool_generation_case(*, rank: int, world_size: int) -> dict:
+    """A tool rollout (issue 25) under ZeRO-3 in lock-step: rank 0's rows call the tool over several rounds (single-byte
+    markers its LM-head hook makes likely), rank 1's never do, so rank 1 decodes dummy rounds to keep the lock-step.
+    Records whether each rank's tokens, masks and calls equal an unsharded copy's sampling the same prompts with the
+    same seed through the lean sampler, then takes one policy update on the tool batch."""
+    from data.tool_protocol import ToolProtocol
+    from train.batch import TrainBatch
+    from train.micro_batches import MicroBatching
+    from train.model import build_byte_tokenizer, build_tiny_model
+    from train.rollout import SamplingParams, generate_rollouts
+    from train.tools import ToolSettings
+    from train.update import policy_update
+
+    from helpers import TINY_SHAPE, build_engine, encode_prompts, grpo_loss
+
+    tokenizer = build_byte_tokenizer()
+    opening, closing = tokenizer("{}", add_special_tokens=False)["input_ids"]
+
+    def boost(module, args, logits):  # "{" and "}" win at data-dependent steps
+        best = logits.max(dim=-1)
+        logits = logits.clone()
+        logits[..., opening] = torch.where(best.indices % 5 == 0, best.values + 4.0, logits[..., opening])
+        logits[..., closing] = torch.where(best.indices % 5 == 1, best.values + 4.0, logits[..., closing])
+        return logits
+
+    plain = build_tiny_model(tokenizer, **TINY_SHAPE, dtype="float32", attn_implementation="eager", seed=1)
+    model = build_tiny_model(tokenizer, **TINY_SHAPE, dtype="float32", attn_implementation="eager", seed=1)
+    for m in (plain, model):
+        m.get_output_embeddings().register_forward_hook(boost)
+    engine = build_engine(model, zero_stage=3, micro_batch_size=2, grad_accum_steps=2, world_size=world_size, total_steps=1,
+                          shard_everything=True)
+    markers = ("{", "}") if rank == 0 else ("\x00never", "\x00")  # rank 1: no call can close
+    protocol = ToolProtocol(*markers, "[{output}]", max_tool_response_length=16)
+    sampling = SamplingParams(max_completion_length=64, temperature=1.0, top_p=1.0, top_k=0,
+                              tools=ToolSettings(protocol, max_tool_calling_iterations=2))
+    kwargs = dict(num_generations=2, sampling=sampling, device=torch.device("cpu"))
+    prompts = encode_prompts(tokenizer, ["12+30=", "7*6="])
+    torch.manual_seed(200 + rank)
+    expected = generate_rollouts(plain, tokenizer, prompts, **kwargs)
+    torch.manual_seed(200 + rank)
+    with engine.generation_weights(gather=True) as policy:
+        rollout = generate_rollouts(policy, tokenizer, prompts, **kwargs, synced_gpus=engine.lockstep)
+    strip = lambda calls: [[{k: v for k, v in c.items() if k != "seconds"} for c in row] for row in calls]  # noqa: E731
+    batch = TrainBatch(rollout.input_ids, rollout.attention_mask, rollout.loss_token_mask.float(),
+                       torch.tensor([1.0, -1.0, 0.5, -0.5]), old_logprobs=None, ref_logprobs=None)
+    metrics = policy_update(engine, batch, loss=grpo_loss(max_completion_length=64), micro_batching=MicroBatching(2),
+                            temperature=1.0, logprob_chunk_size=0)
+    mine = {
+        "rank": rank, "calls": sum(len(row) for row in rollout.tool_calls),
+        "same_as_unsharded": torch.equal(rollout.input_ids, expected.input_ids)
+        and torch.equal(rollout.model_token_mask, expected.model_token_mask)
+        and strip(rollout.tool_calls) == strip(expected.tool_calls),
+        "grad_norm": metrics["grad_norm"],
+    }
+    per_rank = [None] * world_size
+    torch.distributed.all_gather_object(per_rank, mine)
+    engine.destroy()
+    return {"per_rank": per_rank}
+
+
 def main(argv: list[str]) -> int:
     from train.distributed import barrier, destroy, init_distributed
 
@@ -218,8 +278,9 @@ def main(argv: list[str]) -> int:
     info = init_distributed()
     try:
         for case in cases:
-            if case in ("generate:gather", "generate:synced"):
-                result = generation_case(case.endswith("gather"), rank=info.rank, world_size=info.world_size)
+            if case in ("generate:gather", "generate:synced", "generate:tools"):
+                result = (tool_generation_case(rank=info.rank, world_size=info.world_size) if case == "generate:tools"
+                          else generation_case(case.endswith("gather"), rank=info.rank, world_size=info.world_size))
                 if info.is_main:
                     torch.save(result, out_dir / f"{case.replace(':', '_')}.pt")
                 continue

@@ -48,7 +48,7 @@ def syllogism_gym(tmp_path):
 STAND_INS = {
     "gsm8k_qwen2.5_1.5b.yaml": gsm8k_disk, "math_qwen2.5_7b.yaml": math_jsonl, "countdown_qwen2.5_3b.yaml": countdown_jsonl,
     "smollm2_basic_arithmetic.yaml": basic_arithmetic_gym, "quickstart.yaml": None, "smoke.yaml": None,
-    "distill_student.yaml": None, "smollm2_gym.yaml": syllogism_gym,
+    "distill_student.yaml": None, "smollm2_gym.yaml": syllogism_gym, "tool_multiply.yaml": None,
 }
 REFERENCE = [name for name, make_data in STAND_INS.items() if make_data is not None]
 

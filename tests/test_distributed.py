@@ -40,7 +40,8 @@ def test_torchrun_two_ranks(tmp_path, zero_stage):
 def generation(tmp_path_factory):
     from helpers import TORCHRUN, launch_worker as _launch
 
-    return _launch(TORCHRUN, tmp_path_factory.mktemp("generation") / "world2", ["generate:gather", "generate:synced"])
+    return _launch(TORCHRUN, tmp_path_factory.mktemp("generation") / "world2",
+                   ["generate:gather", "generate:synced", "generate:tools"])
 
 
 @pytest.mark.slow
@@ -73,6 +74,19 @@ def test_zero3_generation_without_gather_runs_in_lock_step(generation):
     assert gathers[0] == gathers[1] >= GEN_TOKENS  # at least one per forward, the same on both ranks
     for r in ranks:
         assert r["same_tokens_as_unsharded"]
+        assert math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_zero3_tool_rollout_equals_one_process(generation):
+    """Tool rollouts under ZeRO-3 lock-step (issue 25): rank 0's rows call the tool over several rounds while rank 1's
+    never do (it decodes dummy rounds to keep the lock-step, its random stream untouched); each rank's tokens, masks
+    and calls equal one unsharded process sampling its prompts with its seed; the update on the tool batch trains."""
+    ranks = generation["world2/generate:tools"]["per_rank"]
+    assert ranks[0]["calls"] >= 2 and ranks[1]["calls"] == 0
+    for r in ranks:
+        assert r["same_as_unsharded"], r
         assert math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0
 
 

@@ -63,13 +63,17 @@ def test_one_opening_for_all_fires_when_the_policy_answers_every_prompt_alike():
     assert health.one_opening_for_all([_train(1)]) is None  # a history without the metric
 
 
-def test_top_opening_share_of_completions_reads_their_first_line():
-    from train.step_metrics import opening_line_key, top_share
+def test_top_opening_share_of_completions_reads_how_they_open():
+    from train.step_metrics import OPENING_CHARS, opening_line_key, top_share
 
-    completions = ["1</answer>\nThe text ...", "\n1</answer>", "2</answer>", "1</answer> and more", ""]
+    completions = ["1</answer>\nThe text ...", "\n1</answer>", "2</answer>", "1 </answer> and more", "",
+                   "```python\nprint(12 * 34)\n```", "```python\nprint(12 * 35)\n```"]
     keys = [opening_line_key(text) for text in completions]
-    assert keys[0] == keys[1] != keys[2] and keys[3] not in keys[:3]  # the whole first line counts
-    assert top_share(keys) == 2 / 5 and top_share([]) != top_share([])  # NaN for none
+    assert keys[0] == keys[1] != keys[2] and keys[3] not in keys[:3]  # the answer counts, what follows it does not
+    assert keys[5] != keys[6]  # tool calls open alike on their first line; their code differs
+    same_start = "x" * OPENING_CHARS
+    assert opening_line_key(same_start + "a") == opening_line_key(same_start + "b")
+    assert top_share(keys) == 2 / 7 and top_share([]) != top_share([])  # NaN for none
 
 
 @pytest.mark.slow

@@ -126,3 +126,35 @@ def test_two_ranks_take_a_zero3_step_on_the_real_model(smollm2_dir, tmp_path):
     assert [m["step"] for m in records] == [1]
     assert math.isfinite(records[0]["loss"]) and records[0]["grad_norm"] > 0
     assert_every_weight_moved(tmp_path / "zero3" / "final_model", smollm2_dir)
+
+
+@pytest.mark.slow
+def test_real_model_calls_the_python_tool(smollm2_dir, tmp_path):
+    """SmolLM2-135M-Instruct through the tool path (issue 25) with its own tokenizer and chat template: greedy, a
+    reply that opens a ```python block closes it, the sandbox runs it and its output comes back as context tokens;
+    then 2 GRPO steps with rollout.tools on run end to end."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from data.tool_protocol import ToolProtocol
+    from train.rollout import SamplingParams, generate_rollouts
+    from train.tools import ToolSettings
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    question = "Write Python code that prints 12 times 34. Reply with only a Python code block."
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer(chat, add_special_tokens=False)["input_ids"]  # greedy: "```python\n# Print 12 times 34\nprint(12 * 34)\n```"
+    settings = ToolSettings(ToolProtocol.preset("markdown"), max_tool_calling_iterations=1)
+    batch = generate_rollouts(model, tokenizer, [prompt], num_generations=1, do_sample=False, device=torch.device("cpu"),
+                              sampling=SamplingParams(48, 1.0, 1.0, 0, tools=settings))
+    assert [(call["output"], call["status"]) for call in batch.tool_calls[0]] == [("408", "ok")], batch.completion_texts
+    tool_tokens = (batch.completion_mask[0] == 1) & (batch.model_token_mask[0] == 0)
+    assert "408" in tokenizer.decode(batch.completion_ids[0][tool_tokens])
+
+    system = "Answer with Python: write a ```python code block that prints the answer, then give it in <answer></answer>."
+    result = run_train(real_args(smollm2_dir, tmp_path, "tools", "max_steps=2", "eval.source=null", "checkpoint.export_hf=false",
+                                 "rollout.max_completion_length=64", f"data.system_prompt={system!r}",
+                                 "rollout.tools={max_tool_calling_iterations: 1}", "rewards.preflight=false"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [m for m in read_jsonl(tmp_path / "tools" / "metrics.jsonl") if m["step"] > 0]
+    assert len(steps) == 2 and all("tools/calls_per_completion" in m for m in steps)

@@ -83,3 +83,33 @@ def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
     metrics = read_jsonl(tmp_path / "nan" / "metrics.jsonl")
     assert [m["skipped_updates"] for m in metrics] == [1, 1]  # both steps were logged, then the run stopped
 
+
+
+# The tool-integrated recipe (configs/tool_multiply.yaml), shrunk: a short SFT on correct tool traces of 2-digit
+# products teaches the tiny model to open and close a ```python call, so GRPO's rollouts call the sandbox.
+TOOL_RUN = ["--config", str(REPO / "configs" / "tool_multiply.yaml"), "eval.source=null", "max_steps=6", "checkpoint.every=2",
+            "sft.max_steps=60", "sft.tool_slip=0", "rollout.prompts_per_step=4", "rollout.num_generations=4",
+            "rollout.max_completion_length=64", "log.report=false",
+            "data.source=synthetic:arithmetic?n=200&seed=0&min_digits=2&max_digits=2&ops=mul",
+            "sft.source=synthetic:arithmetic?n=400&seed=2&min_digits=2&max_digits=2&ops=mul"]
+
+
+@pytest.mark.slow
+def test_killed_tool_run_resumes_exactly(tmp_path):
+    """Tool outputs are a function of the cells and draws do not depend on tool timing, so a run killed mid-GRPO and
+    resumed logs and trains what an uninterrupted one does (issue 25)."""
+    reference = run_train([*TOOL_RUN, f"output_dir={tmp_path}", "run_name=straight"])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    calls = [m["tools/calls_per_completion"] for m in read_jsonl(tmp_path / "straight" / "metrics.jsonl") if m["step"] > 0]
+    assert len(calls) == 6 and min(calls) > 0, calls
+
+    args = [*TOOL_RUN, f"output_dir={tmp_path}", "run_name=killed", "checkpoint.resume=auto"]
+    process = start_train(args)
+    wait_for_step(process, tmp_path / "killed" / "metrics.jsonl", 3)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=120)
+    assert not (tmp_path / "killed" / "final_model").exists(), "the run should have been interrupted"
+    resumed = run_train(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    assert_same_run(tmp_path / "straight", tmp_path / "killed")

@@ -18,6 +18,7 @@ import torch
 from data import PromptSampler, load_prompt_dataset
 from data.prompts import prepare_prompts
 from data.templates import render_prompt
+from data.tool_traces import load_tool_trace_rows
 from data.traces import load_sft_rows
 from rewards import RewardCombiner, RewardSpec
 from train.checkpoint import SFT_CHECKPOINTS, load_checkpoint, restore_rng, resume_point
@@ -33,7 +34,7 @@ from train.preflight_checks import (
     sample_report, sample_summary,
 )
 from train.rollout import SamplingParams
-from train.settings import engine_spec, grpo_loss_fn, micro_batching, sampling_params
+from train.settings import engine_spec, grpo_loss_fn, micro_batching, sampling_params, trace_protocol
 from train.sft import SFTCheckpoints, SFTResult, sft_stage
 from train.tracking import RunTracker, check_output_dir, check_run_dir, make_run_dir
 
@@ -140,8 +141,12 @@ def cold_start(cfg: TrainConfig, model, tokenizer, dist_info: DistInfo, ds_overr
     pre-emption). Returns (fine-tuned model, SFTResult)."""
     sft, data = cfg.sft, cfg.data
     try:
-        rows = load_sft_rows(sft.source, split=sft.split, prompt_column=sft.prompt_column, completion_column=sft.completion_column,
-                             data_format=sft.data_format, limit=sft.limit, subset=sft.subset, carry_slip=sft.carry_slip, seed=cfg.seed)
+        if sft.traces == "tool":
+            rows = load_tool_trace_rows(sft.source, protocol=trace_protocol(cfg), tool_slip=sft.tool_slip, seed=cfg.seed,
+                                        limit=sft.limit)
+        else:
+            rows = load_sft_rows(sft.source, split=sft.split, prompt_column=sft.prompt_column, completion_column=sft.completion_column,
+                                 data_format=sft.data_format, limit=sft.limit, subset=sft.subset, carry_slip=sft.carry_slip, seed=cfg.seed)
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         raise ConfigError(f"sft.source: {exc}") from None
     # No prefill_answer here: the config refuses it together with an sft section.

@@ -175,6 +175,12 @@ class SFTConfig(_Section):
     carry_slip: float = Field(0.0, ge=0, le=1)
     """Synthetic arithmetic only: an imperfect teacher that drops each carry/borrow with this probability (the trace
     stays self-consistent, its answer is wrong). Leaves room for RL to improve on the SFT model; 0: correct traces."""
+    traces: Literal["reasoning", "tool"] = "reasoning"
+    """Synthetic sources: reasoning traces (data/traces.py), or tool-use traces that run Python for the answer
+    (data/tool_traces.py; rollout.tools' markers, markdown when tools are off: the no-tool ablation trains on the same
+    text)."""
+    tool_slip: float = Field(0.0, ge=0, le=1)
+    """Tool traces only: an imperfect teacher that answers in its head (one digit wrong) with this probability."""
     max_length: int = Field(512, gt=0)
     """Longest example (prompt + completion + EOS) in tokens, and the length of a packed row; longer ones are dropped."""
     packing: bool = True
@@ -202,6 +208,14 @@ class SFTConfig(_Section):
     lora: bool = True
     """With model.lora: train LoRA adapters in SFT too (merged into the weights before GRPO, whose own fresh adapters
     then start from, and are regularised towards, the SFT model); false: full fine-tuning in SFT, LoRA in GRPO."""
+
+    @model_validator(mode="after")
+    def _tool_traces(self) -> "SFTConfig":
+        if self.tool_slip and self.traces != "tool":
+            raise ValueError("tool_slip applies to sft.traces: tool only")
+        if self.traces == "tool" and not self.source.startswith("synthetic:arithmetic"):
+            raise ValueError(f"traces: tool needs a synthetic:arithmetic source, got {self.source!r}")
+        return self
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "SFTConfig":

@@ -16,7 +16,7 @@ Checks (thresholds are module constants, chosen above step-to-step noise of smal
 - `no_reward_spread`: in each of the last WINDOW steps, at least NO_SPREAD of the groups had no reward spread
   (`zero_std_fraction`): their advantages are all 0, so the step trains on nothing.
 - `one_opening_for_all`: in each of the last WINDOW steps, at least ONE_OPENING of the step's completions, over all
-  its prompts, opened with the same line (`top_opening_share`, train/step_metrics.py): the policy writes one answer
+  its prompts, opened the same way (`top_opening_share`, train/step_metrics.py): the policy writes one answer
   whatever the question. Prompted by the task sweep (benchmarks/results_task_sweep.md): on letter_counting the
   logged samples of the last steps all answered "1", which is right on 32% of held-out prompts, and held-out pass@1
   went 0.000 -> 0.350, about what that one answer gets. Tested on hand-made histories; in the sweep's gcd run it
@@ -102,8 +102,8 @@ def one_opening_for_all(records: list[dict]) -> HealthWarning | None:
     if not min(recent) >= ONE_OPENING:
         return None
     return HealthWarning("one_opening_for_all", (
-        f"{fmean(recent):.0%} of the completions of each of the last {WINDOW} steps, over all their prompts, open with "
-        "the same line (see samples.jsonl): the policy gives one answer whatever the question, and held-out gains are "
+        f"{fmean(recent):.0%} of the completions of each of the last {WINDOW} steps, over all their prompts, open the "
+        "same way (see samples.jsonl): the policy gives one answer whatever the question, and held-out gains are "
         "only the share of prompts that answer fits. Likely cause: the task is beyond what the model can answer "
         "directly; give it room to reason (raise rollout.max_completion_length, data.prefill_answer=false), an SFT "
         "stage (sft:), easier prompts, or a larger model."))

@@ -45,6 +45,15 @@ def sampling_params(cfg: TrainConfig) -> SamplingParams:
     return dataclasses.replace(values_from(SamplingParams, cfg.rollout), tools=tool_settings(cfg.rollout.tools))
 
 
+def trace_protocol(cfg: TrainConfig) -> ToolProtocol | None:
+    """The markers sft.traces: tool writes: rollout.tools' own, or the markdown preset when tools are off (the no-tool
+    ablation trains on the same text). None for reasoning traces."""
+    if cfg.sft is None or cfg.sft.traces != "tool":
+        return None
+    tools = tool_settings(cfg.rollout.tools) if cfg.rollout.tools is not None else None
+    return tools.protocol if tools is not None else ToolProtocol.preset("markdown")
+
+
 def tool_settings(tools: ToolsConfig | None) -> ToolSettings | None:
     """rollout.tools as the value the samplers use; refuses a tool without a working sandbox before anything loads."""
     if tools is None:

@@ -87,15 +87,21 @@ OPENING_CHARS = 64
 
 
 def opening_line_key(text: str) -> int:
-    """A completion's first non-empty line (stripped, at most OPENING_CHARS characters) as a CRC-32, gathered over
-    ranks as an integer: with the answer prefilled (data.prefill_answer) it is the answer, otherwise how the completion
-    starts (a policy that opens every completion the same way has stopped reading its prompts).
+    """How a completion opens, as a CRC-32 gathered over ranks as an integer: its first OPENING_CHARS characters with
+    whitespace collapsed, cut after the first "</answer>". With the answer prefilled (data.prefill_answer) that is
+    the answer; otherwise how the completion starts, far enough to hold what it read from its prompt (a tool call's
+    code, the first step of a trace): a policy that opens every completion the same way has stopped reading its
+    prompts. (The first line alone would call every tool call, "```python", the same opening.)
 
     >>> opening_line_key("\\n 1</answer>\\nmore") == opening_line_key("1</answer>")
     True
+    >>> opening_line_key("```python\\nprint(12 * 34)") == opening_line_key("```python\\nprint(12 * 35)")
+    False
     """
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return zlib.crc32(line[:OPENING_CHARS].encode("utf-8", "replace"))
+    opening = " ".join(text.split())
+    end = opening.find("</answer>")
+    opening = opening if end < 0 else opening[: end + len("</answer>")]
+    return zlib.crc32(opening[:OPENING_CHARS].encode("utf-8", "replace"))
 
 
 def top_share(keys: list[int]) -> float:

@@ -1,0 +1,80 @@
+"""Tool-use traces for the SFT cold start of tool-integrated reasoning (issue 25; sft.traces: tool): an arithmetic
+question answered by running Python, written exactly as a tool rollout produces it.
+
+    <think> ```python
+    print(4821 * 9377)
+    ```
+    ```output
+    45206517
+    ```
+     </think> <answer>45206517</answer>
+
+The call and the response use the run's protocol (data/tool_protocol.py: rollout.tools' markers, or the markdown
+preset when tools are off, so that the no-tool ablation trains on the very same text, the output block as ordinary
+text it has to imagine). The output is what the sandbox prints (`str` of the exact integer result; a test runs the
+code to check). The SFT stage masks the response out of the labels when rollout.tools is set
+(data/sft_examples.py).
+
+The teacher is imperfect on purpose (`tool_slip`): with that probability it answers in its head instead, and its
+head is wrong, one digit of the product off (``<think> 4821*9377=45286517 </think> <answer>45286517</answer>``). The
+SFT model then mostly guesses (greedy decoding takes the majority branch), while sampling calls the tool now and then;
+those completions get the reward, and GRPO can make the call the default, as the quickstart's GRPO makes carrying
+the default.
+"""
+
+from __future__ import annotations
+
+import random
+
+from data.tool_protocol import ToolProtocol
+from data.traces import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, _ARITHMETIC_RE
+
+_PYTHON_OPS = {"+": "+", "-": "-", "*": "*", "/": "//"}  # the synthetic generator's "/" is exact integer division
+
+
+def _one_digit_off(number: str, rng: random.Random) -> str:
+    """`number` with one digit changed (never a leading zero), the wrong mental answer of the imperfect teacher."""
+    digits = list(number)
+    positions = [i for i, c in enumerate(digits) if c.isdigit()]
+    i = rng.choice(positions)
+    first = i == positions[0] and len(positions) > 1
+    digits[i] = rng.choice([d for d in "0123456789" if d != digits[i] and not (first and d == "0")])
+    return "".join(digits)
+
+
+def tool_arithmetic_trace(question: str, answer: str, *, protocol: ToolProtocol, rng: random.Random,
+                          tool_slip: float = 0.0) -> str:
+    """The trace of `question` ("What is A op B?", data/synthetic.py's arithmetic) as the module docstring shows."""
+    match = _ARITHMETIC_RE.match(question.strip())
+    if match is None:
+        raise ValueError(f"not a synthetic arithmetic question: {question!r}")
+    a, op, b = match.groups()
+    if rng.random() < tool_slip:
+        guess = _one_digit_off(answer.strip(), rng)
+        return f"{THINK_OPEN} {a}{op}{b}={guess} {THINK_CLOSE} {ANSWER_OPEN}{guess}{ANSWER_CLOSE}"
+    x, y = int(a), int(b)
+    value = {"+": x + y, "-": x - y, "*": x * y, "/": x // y if y else 0}[op]
+    call = f"{protocol.call_start}print({a} {_PYTHON_OPS[op]} {b})\n{protocol.call_end}"
+    return (f"{THINK_OPEN} {call}{protocol.response_text(str(value))} {THINK_CLOSE} "
+            f"{ANSWER_OPEN}{value}{ANSWER_CLOSE}")
+
+
+def add_tool_traces(rows: list[dict], *, protocol: ToolProtocol, tool_slip: float = 0.0, seed: int = 0) -> list[dict]:
+    """Synthetic arithmetic rows with a tool trace each as `completion` (slips drawn from random.Random(seed))."""
+    if not 0.0 <= tool_slip <= 1.0:
+        raise ValueError(f"tool_slip must be in [0, 1], got {tool_slip}")
+    rng = random.Random(seed)
+    return [{**row, "completion": tool_arithmetic_trace(row["prompt"], str(row["answer"]), protocol=protocol, rng=rng,
+                                                        tool_slip=tool_slip)} for row in rows]
+
+
+def load_tool_trace_rows(source: str, *, protocol: ToolProtocol, tool_slip: float = 0.0, seed: int = 0,
+                         limit: int | None = None) -> list[dict]:
+    """SFT rows ``{prompt, answer, completion}`` of a ``synthetic:arithmetic?...`` source with tool traces (the
+    sft.traces: tool counterpart of data/traces.py::load_sft_rows)."""
+    from data.sources import load_prompt_dataset
+
+    if not source.startswith("synthetic:arithmetic"):
+        raise ValueError(f"tool traces are written for synthetic:arithmetic sources, not {source!r}")
+    rows = load_prompt_dataset(source, keep_columns=[], limit=limit).to_list()
+    return add_tool_traces(rows, protocol=protocol, tool_slip=tool_slip, seed=seed)

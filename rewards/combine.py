@@ -70,6 +70,7 @@ INLINE_REWARDS = frozenset(
         "reasoning_steps",
         "overlong_penalty",
         "repetition_penalty",
+        "tool_errors",
     }
 )
 

@@ -16,6 +16,7 @@ from rewards.gsm8k import gsm8k_accuracy
 from rewards.length import cosine_length, overlong_penalty, repetition_penalty
 from rewards.math_answer import math_accuracy
 from rewards.gym_verifier import reasoning_gym
+from rewards.tool_use import tool_errors
 
 REWARD_FNS: dict[str, Callable[..., list]] = {
     "math_accuracy": math_accuracy,
@@ -31,6 +32,7 @@ REWARD_FNS: dict[str, Callable[..., list]] = {
     "repetition_penalty": repetition_penalty,
     "code_exec": code_exec,
     "reasoning_gym": reasoning_gym,
+    "tool_errors": tool_errors,
 }
 
 

@@ -23,8 +23,33 @@ from rewards import RewardCombiner, RewardSpec, code_exec, code_run, sandbox
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Every escape is tried through both ways model-written code runs: the code_exec reward, and the Python tool of
+# tool-integrated rollouts (rewards/python_tool.py: the program as an earlier cell, replayed, then the tests as the
+# cell that runs; issue 25). Tests that take the `runner` fixture run once for each.
+RUNNERS = ("code_exec", "python_tool")
+_runner = {"name": "code_exec"}
+
+
+@pytest.fixture(params=RUNNERS)
+def runner(request):
+    _runner["name"] = request.param
+    yield request.param
+    _runner["name"] = "code_exec"
+
+
+def run_as_tool(program: str, tests: list[str], time_limit_s: float) -> tuple[float, str]:
+    """code_exec's (score, status) for the program run as the tool runs it: 1.0 when every assert held."""
+    from rewards.python_tool import run_cells
+
+    result = run_cells([program, "\n".join(tests) + "\nprint('PASSED')"], time_limit_s=time_limit_s, memory_mb=1024)
+    passed = result.output.rstrip().endswith("PASSED") and result.status == "ok"
+    return (1.0 if passed else 0.0), ("ok" if result.status in ("ok", "error") else result.status)
+
+
 def run(program: str, tests: list[str], time_limit_s: float = 10.0) -> tuple[float, str]:
     # A generous time limit: the limit is not under test here, and the machine may be loaded.
+    if _runner["name"] == "python_tool":
+        return run_as_tool(program, tests, time_limit_s)
     return code_exec.score_with_status(f"```python\n{program}\n```", tests, time_limit_s=time_limit_s)
 
 
@@ -32,7 +57,7 @@ def test_sandbox_is_available():
     assert code_exec.sandbox_problem() is None  # the other tests need it; this says why they fail
 
 
-def test_cannot_read_files_outside(tmp_path, monkeypatch):
+def test_cannot_read_files_outside(tmp_path, monkeypatch, runner):
     secret = secrets.token_hex(8)
     canary = tmp_path / "run" / "canary.txt"  # stands for the run directory, checkpoints, configs
     home = tmp_path / "home"
@@ -60,7 +85,7 @@ for d in {[str(tmp_path), str(home), str(REPO)]!r}:
     assert run(program, ["assert seen == []"]) == (1.0, "ok")
 
 
-def test_cannot_delete_files_outside(tmp_path):
+def test_cannot_delete_files_outside(tmp_path, runner):
     canary = tmp_path / "keep" / "canary.txt"
     canary.parent.mkdir()
     canary.write_text("keep me")
@@ -82,19 +107,24 @@ for action in (lambda: os.remove({str(canary)!r}), lambda: os.rename({str(canary
 # A stand-in trainer: a separate process (the test process must survive a successful escape) that calls the reward.
 TRAINER = """
 import json, sys
-from rewards import code_exec
-print(json.dumps(code_exec.score_with_status(sys.argv[1], json.loads(sys.argv[2]), time_limit_s=10.0)))
+sys.path.insert(0, 'tests')
+if sys.argv[3] == 'python_tool':
+    from test_sandbox import run_as_tool
+    print(json.dumps(run_as_tool(sys.argv[1], json.loads(sys.argv[2]), 10.0)))
+else:
+    from rewards import code_exec
+    print(json.dumps(code_exec.score_with_status('```python\\n' + sys.argv[1] + '\\n```', json.loads(sys.argv[2]), time_limit_s=10.0)))
 """
 
 
 def run_in_trainer(program: str, tests: list[str], *argv: str, env: dict | None = None) -> tuple[float, str]:
-    trainer = subprocess.run([sys.executable, "-c", TRAINER, f"```python\n{program}\n```", json.dumps(tests), *argv],
+    trainer = subprocess.run([sys.executable, "-c", TRAINER, program, json.dumps(tests), _runner["name"], *argv],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert trainer.returncode == 0, (trainer.returncode, trainer.stderr[-2000:])
     return tuple(json.loads(trainer.stdout))  # the trainer survived and got its result back
 
 
-def test_cannot_kill_the_trainer():
+def test_cannot_kill_the_trainer(runner):
     marker = "thinkrl-trainer-" + secrets.token_hex(4)  # in the trainer's argv, for the /proc scan
     program = f"""
 import ctypes, os, signal
@@ -116,7 +146,7 @@ for pid in os.listdir('/proc'):
     run_in_trainer(program, ["assert True"], marker)
 
 
-def test_cannot_read_the_trainer_environment(monkeypatch):
+def test_cannot_read_the_trainer_environment(monkeypatch, runner):
     # /proc/PID/environ shows a process's environment as it was at exec, so the secret goes into the environment the
     # stand-in trainer starts with, like a W&B or hub token exported before a launch.
     secret = "hf_" + secrets.token_hex(8)
@@ -136,7 +166,7 @@ for pid in ['self', '1', '2'] + os.listdir('/proc'):
     assert run_in_trainer(program, ["assert found == []"], env=dict(os.environ)) == (1.0, "ok")
 
 
-def test_cannot_reach_a_host_loopback_listener():
+def test_cannot_reach_a_host_loopback_listener(runner):
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.bind(("127.0.0.1", 0))  # loopback only
     tcp.listen(8)
@@ -196,7 +226,7 @@ except RuntimeError:
 
 
 @pytest.mark.parametrize("limit", [0, 5])
-def test_fork_bomb_stops_at_the_process_limit(limit, monkeypatch):
+def test_fork_bomb_stops_at_the_process_limit(limit, monkeypatch, runner):
     monkeypatch.setattr(code_run, "PROCESS_LIMIT", limit, raising=False)
     tests = [f"assert forked == {limit}"] + (["assert threads == 0"] if limit == 0 else [])
     assert run(FORK_BOMB, tests) == (1.0, "ok")
@@ -216,7 +246,7 @@ def _host_pids_running(comm: str) -> list[int]:
 
 
 @pytest.mark.parametrize("ending", ["exits", "times_out"])
-def test_nothing_outlives_the_call(ending, monkeypatch):
+def test_nothing_outlives_the_call(ending, monkeypatch, runner):
     # Allow forks, so that what is under test is the teardown of the whole sandbox, not the process limit.
     monkeypatch.setattr(code_run, "PROCESS_LIMIT", 4, raising=False)
     comm = "tkrl" + secrets.token_hex(5)  # at most 15 characters

@@ -184,3 +184,33 @@ def test_tool_tokens_carry_no_gradient_and_are_not_counted():
     assert value.item() == pytest.approx(-1 / 7)
     expected = torch.tensor([[-1, -1, 0, 0, -1, -1], [1, 1, 1, 0, 0, 0]]) / 7
     torch.testing.assert_close(logprobs.grad, expected)
+
+
+def test_rewards_and_evaluation_read_the_calls(tokenizer):
+    """A reward can read the tool's results: tool_errors penalises a failed call, in held-out evaluation as in
+    training (the tool_calls column), while the accuracy reward reads the answer."""
+    from rewards import RewardCombiner, RewardSpec
+    from train.evaluate import evaluate
+
+    prompt = "Divide 1 by 0."
+    call = "```python\n1/0\n```"
+    ids = encode_prompts(tokenizer, [prompt])
+    model = _scripted_model(tokenizer, len(ids[0]), _ids(tokenizer, call))
+    specs = [RewardSpec("arithmetic_accuracy", 1.0), RewardSpec("tool_errors", 0.5)]
+    with RewardCombiner(specs) as combiner:  # both rewards are inline: no worker starts
+        result = evaluate(model, tokenizer, ids, [prompt], {"answer": ["0"]}, combiner, accuracy_reward="arithmetic_accuracy",
+                          k=1, sampling=SamplingParams(200, 1.0, 1.0, 0, tools=ToolSettings(MARKDOWN)), batch_size=1,
+                          device="cpu")
+    assert result.metrics["eval/rewards/tool_errors"] == -1.0
+    assert "ZeroDivisionError" in result.samples[0]["completion"]
+
+
+def test_tool_errors_needs_tool_rollouts(tmp_path):
+    from train.config import ConfigError, load_config
+
+    from helpers import SMOKE
+
+    rewards = "rewards.functions=[{name: arithmetic_accuracy}, {name: tool_errors, weight: 0.1}]"
+    with pytest.raises(ConfigError, match="tool_errors reads the calls of tool rollouts; set rollout.tools"):
+        load_config(SMOKE, [rewards])
+    assert load_config(SMOKE, [rewards, "rollout.tools={}"]).rollout.tools.format == "markdown"

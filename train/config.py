@@ -507,6 +507,8 @@ class TrainConfig(_Section):
             raise ValueError("data.prefill_answer: the sft section's traces carry their own tags; not supported together")
         if self.max_steps == 0 and self.sft is None:
             raise ValueError("max_steps=0 (no GRPO) needs an sft section: there would be nothing to train")
+        if self.rollout.tools is None and any(f.name == "tool_errors" for f in self.rewards.functions):
+            raise ValueError("rewards.functions: tool_errors reads the calls of tool rollouts; set rollout.tools")
         completions = self.rollout.prompts_per_step * self.rollout.num_generations
         if completions % self.optim.micro_batch_size:
             raise ValueError(

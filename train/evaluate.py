@@ -128,20 +128,23 @@ def _generate(model, tokenizer, prompt_ids, *, greedy: bool, num_generations: in
               show_progress: bool, **generation_kwargs):
     """Completions for every prompt, `num_generations` each, group-major; `batch_size` rows per generate call."""
     prompts_per_call = max(1, batch_size // num_generations)
-    texts, lengths, truncated = [], [], []
+    texts, lengths, truncated, tool_calls = [], [], [], []
     for rows in tqdm(_chunks(len(prompt_ids), prompts_per_call), desc=desc, disable=not show_progress, leave=False):
         batch = generate_rollouts(model, tokenizer, [prompt_ids[i] for i in rows], num_generations=num_generations,
                                   do_sample=not greedy, **generation_kwargs)
         texts += batch.completion_texts
         lengths += batch.completion_lengths.tolist()
         truncated += batch.truncated.tolist()
-    return texts, lengths, truncated
+        tool_calls += batch.tool_calls or []
+    return texts, lengths, truncated, (tool_calls or None)
 
 
-def _score(combiner, prompts, columns, texts, lengths, num_generations):
+def _score(combiner, prompts, columns, texts, lengths, num_generations, tool_calls=None):
     """RewardCombiner output for completions [B*G] of prompts [B] with per-prompt `columns` (repeated G times)."""
     repeated = {name: [v for v in values for _ in range(num_generations)] for name, values in columns.items()}
     repeated["completion_length"] = lengths  # length-shaping rewards read it, as in training
+    if tool_calls is not None:  # with rollout.tools, as in training
+        repeated["tool_calls"] = tool_calls
     return combiner(texts, [p for p in prompts for _ in range(num_generations)], repeated)
 
 
@@ -200,19 +203,19 @@ def evaluate(
                              show_progress=show_progress)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        texts, lengths, truncated = _generate(model, tokenizer, prompt_ids, greedy=True, num_generations=1,
+        texts, lengths, truncated, tool_calls = _generate(model, tokenizer, prompt_ids, greedy=True, num_generations=1,
                                               desc="eval greedy", **generation_kwargs)
         sampled = None
         if k > 1:
             sampled = _generate(model, tokenizer, prompt_ids, greedy=False, num_generations=k, desc=f"eval pass@{k}",
                                 **generation_kwargs)
 
-    greedy = _score(combiner, prompts, columns, texts, lengths, 1)
+    greedy = _score(combiner, prompts, columns, texts, lengths, 1, tool_calls)
     greedy_correct = [is_correct(score) for score in greedy.per_reward[accuracy_reward]]
     sampled_correct = None
     if sampled is not None:
-        s_texts, s_lengths, _ = sampled
-        scores = _score(combiner, prompts, columns, s_texts, s_lengths, k).per_reward[accuracy_reward]
+        s_texts, s_lengths, _, s_calls = sampled
+        scores = _score(combiner, prompts, columns, s_texts, s_lengths, k, s_calls).per_reward[accuracy_reward]
         sampled_correct = [[is_correct(score) for score in scores[b * k : (b + 1) * k]] for b in range(len(prompts))]
 
     # A prompt that a reward could not judge (its gold answer is unusable: the reward said None) is neither right nor

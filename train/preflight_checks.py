@@ -232,6 +232,8 @@ def sample_report(model, tokenizer, rows: dict[str, list], combiner, *, num_gene
     prompts = rollout.per_completion(rows["text"])
     columns = {name: rollout.per_completion(values) for name, values in rows.items() if name not in ("text", "prompt_ids")}
     columns["completion_length"] = rollout.completion_lengths.tolist()
+    if rollout.tool_calls is not None:
+        columns["tool_calls"] = rollout.tool_calls
     scored = combiner(rollout.completion_texts, prompts, columns)
     return [{"prompt": prompts[i], "completion": text, "truncated": bool(rollout.truncated[i]),
              "scores": {name: values[i] for name, values in scored.per_reward.items()}}

@@ -225,6 +225,8 @@ def sample(args: argparse.Namespace) -> dict:
                                       sampling=sampling, device=dist_info.device)
             row_columns = {name: [columns[name][index]] * args.k for name in keep_columns}
             row_columns["completion_length"] = batch.completion_lengths.tolist()
+            if batch.tool_calls is not None:
+                row_columns["tool_calls"] = batch.tool_calls
             scored = combiner(batch.completion_texts, [columns["text"][index]] * args.k, row_columns)
             accuracy = scored.per_reward[accuracy_reward]
             keep = keep_samples(scored.total, accuracy, batch.completion_texts, rule=args.keep, dedup=args.dedup)

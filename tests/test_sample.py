@@ -93,3 +93,16 @@ def test_exclude_skips_prompts_the_teacher_trained_on(tmp_path):
     assert summary["prompts_excluded"] == 3 and summary["prompts"] == 3 and summary["kept_rows"] == 3
     every = run_sample([*args, "--exclude", "synthetic:arithmetic?n=1000&seed=0", "--output", str(tmp_path / "none.jsonl")])
     assert every.returncode == 2 and "--exclude: every prompt of data.source" in every.stderr, every.stderr[-2000:]
+
+
+def test_sampled_rows_keep_their_tool_calls(tmp_path):
+    """With rollout.tools, every row records the calls its completion made (a list, empty when it made none), so
+    SFT on the rows can mask the tool's output (issue 25)."""
+    tools = "rollout.tools={call_start: '(', call_end: ')', max_tool_response_length: 16}"
+    result = run_sample([*SAMPLE, "--limit", "4", tools, "--output", str(tmp_path / "rows.jsonl")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_jsonl(tmp_path / "rows.jsonl")
+    assert len(rows) == 16 and all(isinstance(r["tool_calls"], list) for r in rows)
+    for row in rows:
+        for call in row["tool_calls"]:
+            assert set(call) == {"code", "output", "status", "seconds"} and call["code"] in row["completion"]

@@ -16,10 +16,13 @@ code to check). The SFT stage masks the response out of the labels when rollout.
 (data/sft_examples.py).
 
 The teacher is imperfect on purpose (`tool_slip`): with that probability it answers in its head instead, and its
-head is wrong, one digit of the product off (``<think> 4821*9377=45286517 </think> <answer>45286517</answer>``). The
-SFT model then mostly guesses (greedy decoding takes the majority branch), while sampling calls the tool now and then;
-those completions get the reward, and GRPO can make the call the default, as the quickstart's GRPO makes carrying
-the default.
+head is wrong: a guess with as many digits as the product (``<think> 482*937=730519 </think> <answer>730519</answer>``).
+The SFT model then mostly guesses (greedy decoding takes the majority branch), while sampling calls the tool now and
+then; those completions get the reward, and GRPO can make the call the default, as the quickstart's GRPO makes
+carrying the default. The guess is uniform, not the product with one digit changed: a first version did that, and in
+one of two seeds the SFT model learned to estimate the product's leading digits from the operands, which then
+overrode the copy of the tool's output into the answer (the second digit came out wrong in every sampled answer, so
+no answer was ever right and GRPO had nothing to learn from).
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ from data.traces import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, _ARI
 _PYTHON_OPS = {"+": "+", "-": "-", "*": "*", "/": "//"}  # the synthetic generator's "/" is exact integer division
 
 
-def _one_digit_off(number: str, rng: random.Random) -> str:
-    """`number` with one digit changed (never a leading zero), the wrong mental answer of the imperfect teacher."""
-    digits = list(number)
-    positions = [i for i, c in enumerate(digits) if c.isdigit()]
-    i = rng.choice(positions)
-    first = i == positions[0] and len(positions) > 1
-    digits[i] = rng.choice([d for d in "0123456789" if d != digits[i] and not (first and d == "0")])
-    return "".join(digits)
+def _guess(answer: str, rng: random.Random) -> str:
+    """A wrong answer with as many digits as `answer` (and its sign), uniform otherwise: the teacher's mental guess."""
+    negative = answer.startswith("-")
+    digits = len(answer) - negative
+    low = 10 ** (digits - 1) if digits > 1 else 0
+    while True:
+        guess = ("-" if negative else "") + str(rng.randint(low, 10**digits - 1))
+        if guess != answer:
+            return guess
 
 
 def tool_arithmetic_trace(question: str, answer: str, *, protocol: ToolProtocol, rng: random.Random,
@@ -50,7 +54,7 @@ def tool_arithmetic_trace(question: str, answer: str, *, protocol: ToolProtocol,
         raise ValueError(f"not a synthetic arithmetic question: {question!r}")
     a, op, b = match.groups()
     if rng.random() < tool_slip:
-        guess = _one_digit_off(answer.strip(), rng)
+        guess = _guess(answer.strip(), rng)
         return f"{THINK_OPEN} {a}{op}{b}={guess} {THINK_CLOSE} {ANSWER_OPEN}{guess}{ANSWER_CLOSE}"
     x, y = int(a), int(b)
     value = {"+": x + y, "-": x - y, "*": x * y, "/": x // y if y else 0}[op]

@@ -21,13 +21,14 @@ def test_a_tool_trace_is_what_a_tool_rollout_writes():
     assert MARKDOWN.find_call(trace) == "print(4821 * 9377)\n"
 
 
-def test_the_imperfect_teacher_slips_at_its_rate_and_is_wrong_by_one_digit():
+def test_the_imperfect_teacher_slips_at_its_rate_with_a_wrong_guess():
     rows = load_tool_trace_rows(SOURCE, protocol=MARKDOWN, tool_slip=0.6, seed=0)
     slips = [row for row in rows if "```python" not in row["completion"]]
     assert 0.5 < len(slips) / len(rows) < 0.7
-    for row in slips:
-        guess = row["completion"].split("<answer>")[1].split("</answer>")[0]
-        assert len(guess) == len(row["answer"]) and sum(a != b for a, b in zip(guess, row["answer"])) == 1
+    guesses = [row["completion"].split("<answer>")[1].split("</answer>")[0] for row in slips]
+    assert all(len(g) == len(row["answer"]) and g != row["answer"] for g, row in zip(guesses, slips))
+    # Uniform, not near the product: the leading digit agrees about as often as chance (1 in 9), not almost always.
+    assert sum(g[0] == row["answer"][0] for g, row in zip(guesses, slips)) / len(slips) < 0.25
     assert add_tool_traces(rows[:5], protocol=MARKDOWN, tool_slip=0.6, seed=0) == \
         add_tool_traces(rows[:5], protocol=MARKDOWN, tool_slip=0.6, seed=0)  # seeded
 

@@ -74,7 +74,8 @@ class ToolProtocol:
 
     def response_body(self, output: str, status: str, *, time_limit_s: float) -> str:
         """What the model is shown of a call's output: trailing whitespace stripped, cut to max_tool_response_length
-        characters (TRUNCATION_MARK where the cut is), then a line for a call that did not finish."""
+        characters (TRUNCATION_MARK where the cut is), then a line for a call that did not finish; the response's
+        closing marker escaped (_escape_suffix)."""
         body = self._cut(output.rstrip())
         if status == "timeout":
             body += f"\nTimeoutError: the cell ran past its {time_limit_s:g} s limit"
@@ -82,13 +83,23 @@ class ToolProtocol:
             body += "\nthe interpreter was killed (memory limit?)"
         elif status == "no_sandbox":
             body = "the Python tool is not available (no sandbox)"
-        return body.strip("\n")
+        return self._escape_suffix(body.strip("\n"))
+
+    def _escape_suffix(self, body: str) -> str:
+        """The body with every occurrence of the response's closing marker (the suffix without its whitespace, e.g.
+        ```` ``` ```` or ``</interpreter>``) broken by a zero-width space after its first character: a program that
+        prints the marker cannot end its own response early, so split_turns (SFT's label mask) finds the real end
+        and never takes tool output for model text."""
+        marker = self.response_suffix.strip()
+        return body.replace(marker, marker[0] + "\u200b" + marker[1:]) if len(marker) > 1 else body
 
     def _cut(self, body: str) -> str:
         limit = self.max_tool_response_length
         if len(body) <= limit:
             return body
-        keep = max(limit - len(TRUNCATION_MARK), 0)
+        if limit <= len(TRUNCATION_MARK):  # no room for the marker: a plain cut keeps the limit
+            return body[len(body) - limit :] if self.tool_response_truncate_side == "left" else body[:limit]
+        keep = limit - len(TRUNCATION_MARK)
         if self.tool_response_truncate_side == "left":  # cut the start, keep the end
             return TRUNCATION_MARK.lstrip("\n") + body[len(body) - keep :]
         if self.tool_response_truncate_side == "right":

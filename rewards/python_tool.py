@@ -9,7 +9,8 @@ exception in the new cell prints its traceback (the cells' frames only, with the
 Why replay rather than one live interpreter per trajectory (TRL and verl keep tools stateless too; SimpleTIR replays):
 - the output is a function of the cell list alone (str hashes fixed with PYTHONHASHSEED=0, ``random`` seeded with 0),
   so a resumed run, another rank or a retry sees the same text, and identical cell lists can be run once (the cache
-  in train/tools.py);
+  in train/tools.py); except for cells that read the clock, memory addresses (``id``, a default ``repr``) or
+  ``os.urandom``, which no replay or live interpreter makes repeatable;
 - each call is bounded by itself: ``time_limit_s`` (wall clock, the replay included), ``memory_mb`` (RLIMIT_AS), and
   nothing the program started outlives the call; no interpreter waits between calls of a rollout.
 The cost is re-running earlier cells, cheap for the short cells of arithmetic reasoning (timings in the README).

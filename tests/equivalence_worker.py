@@ -254,8 +254,7 @@ def tool_generation_case(*, rank: int, world_size: int) -> dict:
     with engine.generation_weights(gather=True) as policy:
         rollout = generate_rollouts(policy, tokenizer, prompts, **kwargs, synced_gpus=engine.lockstep)
     strip = lambda calls: [[{k: v for k, v in c.items() if k != "seconds"} for c in row] for row in calls]  # noqa: E731
-    batch = TrainBatch(rollout.input_ids, rollout.attention_mask, rollout.loss_token_mask.float(),
-                       torch.tensor([1.0, -1.0, 0.5, -0.5]), old_logprobs=None, ref_logprobs=None)
+    batch = TrainBatch.from_rollout(rollout, torch.ones(4, dtype=torch.bool), torch.tensor([1.0, -1.0, 0.5, -0.5]))
     metrics = policy_update(engine, batch, loss=grpo_loss(max_completion_length=64), micro_batching=MicroBatching(2),
                             temperature=1.0, logprob_chunk_size=0)
     mine = {

@@ -90,6 +90,18 @@ def test_at_the_bound_pad_fills_with_zero_spread_groups_and_error_stops():
         fill_with_informative_groups(lambda: next(rounds), max_num_gen_batches=2, on_limit="error", pad_token_id=PAD)
 
 
+def test_tool_time_counts_every_round_once():
+    """Tool seconds (tools/time, time/tool_wait) add up over every round drawn: once each, whether a round's groups
+    were kept, kept as padding or dropped. Round a gives a kept group and a spare one; round b is dropped whole."""
+    a = part([[1, 1], [0, 1]], prompt_length=2, completion_length=2, tag="a")
+    b = part([[0, 0], [1, 1]], prompt_length=2, completion_length=2, tag="b")
+    a.rollout.tool_seconds, b.rollout.tool_seconds = {"tools": 1.0, "tool_wait": 0.5}, {"tools": 2.0, "tool_wait": 0.25}
+    rounds = iter([a, b])
+    batch, _ = fill_with_informative_groups(lambda: next(rounds), max_num_gen_batches=2, on_limit="pad", pad_token_id=PAD)
+    assert batch.prompt_texts == ["a1", "a0"]  # round a's groups twice over (kept, then padding), round b's not at all
+    assert batch.rollout.tool_seconds == {"tools": 3.0, "tool_wait": 0.75}
+
+
 def test_config_allows_the_modules_on_limit_values():
     from typing import get_args
 

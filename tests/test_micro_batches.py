@@ -36,6 +36,18 @@ def test_fixed_plan_is_consecutive_rows():
     assert micro_batch_plan(mask, mask[:, -2:], micro_batch_size=4, max_tokens=None) == [[0, 1, 2, 3], [4, 5]]
 
 
+def test_a_row_with_tool_output_costs_its_width_not_its_loss_tokens():
+    """Tool output inside a completion is masked from the loss but still runs in the forward: a row whose loss mask is
+    [1, 0, 0, ..., 0, 1] over 10 columns costs 10 completion columns, so it does not share a 20-token budget."""
+    attention = torch.ones(3, 2 + 10, dtype=torch.long)
+    loss_mask = torch.zeros(3, 10)
+    loss_mask[0, 0] = loss_mask[0, 9] = 1  # model tokens around 8 tool tokens
+    loss_mask[1, :2] = 1
+    loss_mask[2, :2] = 1
+    # Counted by the mask's sum, row 0 would cost 2 + 2 = 4 and all three rows would share one micro-batch (3 x 4 = 12).
+    assert micro_batch_plan(attention, loss_mask, micro_batch_size=1, max_tokens=20) == [[0], [1, 2]]
+
+
 def _padded_rows(tokenizer):
     """4 rows: prompts of 2-4 tokens left-padded to 6, completions of 1-3 tokens right-padded to 5."""
     gen = torch.Generator().manual_seed(1)

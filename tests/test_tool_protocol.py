@@ -52,6 +52,25 @@ def test_split_turns_recovers_model_and_tool_text():
     assert protocol.split_turns("```python\nx\n``` no output follows") == [("```python\nx\n``` no output follows", True)]
 
 
+def test_output_that_prints_the_closing_marker_stays_tool_text():
+    """A program that prints ``` (markdown) or </interpreter> (xml) cannot end its response early: the marker is broken
+    by a zero-width space, so SFT's label mask (split_turns) keeps the whole output out of the model's text."""
+    for protocol, printed in [(ToolProtocol.preset("markdown"), "a\n```\nb ``` c"),
+                              (ToolProtocol.preset("xml"), "a</interpreter>b")]:
+        body = protocol.response_body(printed, "ok", time_limit_s=2)
+        assert body != printed and body.replace("\u200b", "") == printed
+        call = f"{protocol.call_start}print(x){protocol.call_end}"
+        text = call + protocol.response_text(body) + " <answer>1</answer>"
+        assert protocol.split_turns(text) == [(call, True), (protocol.response_text(body), False), (" <answer>1</answer>", True)]
+
+
+def test_a_limit_shorter_than_the_truncation_mark_is_still_kept():
+    long = "".join(str(i % 10) for i in range(100))
+    for side, expected in [("middle", long[:8]), ("right", long[:8]), ("left", long[-8:])]:
+        protocol = ToolProtocol.preset("markdown", max_tool_response_length=8, tool_response_truncate_side=side)
+        assert protocol.response_body(long, "ok", time_limit_s=2) == expected
+
+
 @pytest.mark.parametrize("bad", [dict(response_template="no placeholder"), dict(call_start=""),
                                  dict(tool_response_truncate_side="top")])
 def test_protocol_refuses_bad_settings(bad):

@@ -186,6 +186,45 @@ def test_tool_tokens_carry_no_gradient_and_are_not_counted():
     torch.testing.assert_close(logprobs.grad, expected)
 
 
+def test_the_update_sees_model_tokens_of_kept_rows_only(tokenizer, dist_single):
+    """The trainer's batch (TrainBatch.from_rollout, as train/main.py builds it) masks tool output and left-out rows:
+    the normalisers count 7 model tokens in 2 kept rows, and the update's entropy is the mean over those 7 tokens of
+    the model's own per-token entropy, not over the tool tokens or the left-out row."""
+    from helpers import build_engine, grpo_loss
+    from train.batch import TrainBatch
+    from train.logprobs import completion_logprobs
+    from train.micro_batches import MicroBatching
+    from train.update import policy_update, step_normalisers
+
+    gen = torch.Generator().manual_seed(3)
+    input_ids = torch.randint(0, 256, (3, 2 + 6), generator=gen)
+    completion_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+    model_token_mask = torch.tensor([[1, 1, 0, 0, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+    attention_mask = torch.cat([torch.ones(3, 2, dtype=torch.long), completion_mask], 1)
+    rollout = RolloutBatch(input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask,
+                           prompt_length=2, group_size=3, completion_texts=["", "", ""],
+                           truncated=torch.tensor([True, False, False]), model_token_mask=model_token_mask)
+    batch = TrainBatch.from_rollout(rollout, torch.tensor([True, True, False]), torch.tensor([1.0, -1.0, 0.0]))
+    expected_mask = torch.tensor([[1, 1, 0, 0, 1, 1], [1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]]).float()
+    torch.testing.assert_close(batch.completion_mask, expected_mask)
+    assert step_normalisers(batch.completion_mask) == (7.0, 2.0)
+
+    model = make_tiny_model(tokenizer, seed=1)
+    # A random tiny model's entropy is ~ln V everywhere; sharpening the rows whose argmax is even makes it vary by
+    # position, so a mean over the wrong tokens shows (a function of each row's logits: any forward layout agrees).
+    model.get_output_embeddings().register_forward_hook(
+        lambda module, args, logits: logits * torch.where(logits.argmax(-1, keepdim=True) % 2 == 0, 30.0, 1.0))
+    engine = build_engine(model, micro_batch_size=3, total_steps=1)
+    with torch.no_grad():
+        _, entropy = completion_logprobs(engine.hf_module, input_ids, attention_mask, 6, temperature=1.0, chunk_size=0)
+    update = policy_update(engine, batch, loss=grpo_loss(), micro_batching=MicroBatching(3), temperature=1.0,
+                           logprob_chunk_size=0)
+    assert update["entropy"] == pytest.approx(((entropy * expected_mask).sum() / 7).item(), rel=1e-5)
+    all_completion_tokens = (entropy * completion_mask).sum() / completion_mask.sum()
+    assert abs(update["entropy"] - all_completion_tokens.item()) > 0.05
+    engine.destroy()
+
+
 def test_rewards_and_evaluation_read_the_calls(tokenizer):
     """A reward can read the tool's results: tool_errors penalises a failed call, in held-out evaluation as in
     training (the tool_calls column), while the accuracy reward reads the answer."""
@@ -203,6 +242,7 @@ def test_rewards_and_evaluation_read_the_calls(tokenizer):
                           device="cpu")
     assert result.metrics["eval/rewards/tool_errors"] == -1.0
     assert "ZeroDivisionError" in result.samples[0]["completion"]
+    assert result.samples[0]["tool_calls"][0]["status"] == "error"  # held-out samples show the calls, as training's do
 
 
 def test_tool_errors_needs_tool_rollouts(tmp_path):

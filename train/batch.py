@@ -106,6 +106,16 @@ class TrainBatch:
     old_logprobs: torch.Tensor | None  # [N, L] log-probs under the sampling policy; None when num_iterations == 1
     ref_logprobs: torch.Tensor | None  # [N, L] log-probs under the reference model; None when beta == 0
 
+    @classmethod
+    def from_rollout(cls, rollout: RolloutBatch, kept: torch.Tensor, advantages: torch.Tensor) -> "TrainBatch":
+        """The update's batch of `rollout`: its loss mask is the model's tokens of the `kept` rows ([N] bool). Tool output
+        is context, never trained: the loss, its token counts, entropy and KL see model tokens only. old_logprobs and
+        ref_logprobs are the caller's to fill."""
+        keep = kept.to(rollout.completion_mask.device).unsqueeze(1)
+        return cls(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                   completion_mask=rollout.loss_token_mask.float() * keep, advantages=advantages,
+                   old_logprobs=None, ref_logprobs=None)
+
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 

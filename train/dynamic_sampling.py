@@ -80,9 +80,12 @@ def fill_with_informative_groups(
     spare: list[SampledGroups] = []  # zero-spread (or unjudgeable) groups, for padding at the bound
     have = drawn = informative_drawn = rounds = 0
     needed = None
+    tool_seconds: dict[str, float] = {}  # every round's tool time once, whether its groups are kept, spare or dropped
     while True:
         part = draw()
         rounds += 1
+        for name, seconds in (part.rollout.tool_seconds or {}).items():
+            tool_seconds[name] = tool_seconds.get(name, 0.0) + seconds
         needed = part.num_groups if needed is None else needed
         informative = informative_groups(
             torch.tensor(part.scored.total, dtype=torch.float32), part.rollout.group_size,
@@ -114,6 +117,7 @@ def fill_with_informative_groups(
                 kept.append(select_groups(part, take))
                 padded -= len(take)
     batch = concat_groups(kept, pad_token_id)
+    batch.rollout.tool_seconds = tool_seconds or None
     counts = all_reduce_sum(torch.tensor([float(drawn), float(informative_drawn), float(needed - have), float(have < needed)], device=device))
     return batch, {
         "filter_groups/rounds": float(rounds), "filter_groups/groups_drawn": counts[0].item(),

@@ -231,7 +231,8 @@ def evaluate(
     sums, num_prompts = sum_per_prompt(per_prompt)
     samples = [
         {"prompt": prompts[i], "completion": texts[i], "reward": greedy.total[i], "correct": greedy_correct[i],
-         **{name: values[i] for name, values in greedy.per_reward.items()}}
+         **{name: values[i] for name, values in greedy.per_reward.items()},
+         **({"tool_calls": tool_calls[i]} if tool_calls is not None else {})}
         for i in range(min(num_samples, len(prompts)))
     ]
     return EvalResult(metrics=metrics_from_sums(sums, num_prompts) if num_prompts else {}, samples=samples, sums=sums,

@@ -112,14 +112,9 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
                           completion_length=rollout.completion_mask.shape[1], micro_batching=run.micro_batching,
                           temperature=run.sampling.temperature, chunk_size=cfg.optim.logprob_chunk_size,
                           sharded=run.engine.sharded)
-    batch = TrainBatch(
-        input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-        # Tool output is context, never trained: the loss, its token counts, entropy and KL see model tokens only.
-        completion_mask=rollout.loss_token_mask.float() * kept.to(rollout.completion_mask.device).unsqueeze(1),
-        advantages=advantages.to(run.engine.device),
-        old_logprobs=logprobs_of(run.engine.hf_module) if cfg.grpo.num_iterations > 1 else None,
-        ref_logprobs=None,
-    )
+    batch = TrainBatch.from_rollout(rollout, kept, advantages.to(run.engine.device))  # model tokens of kept rows
+    if cfg.grpo.num_iterations > 1:
+        batch.old_logprobs = logprobs_of(run.engine.hf_module)
     if run.engine.has_reference:  # beta > 0
         with run.engine.reference() as reference:
             batch.ref_logprobs = logprobs_of(reference)

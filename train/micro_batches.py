@@ -35,6 +35,16 @@ def padding_bounds(prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> 
     return first, max(1, int(used_completion[-1]) + 1 if used_completion.numel() else 1)
 
 
+def completion_widths(completion_mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the columns up to and including its last nonzero mask entry (0 for an empty row).
+
+    >>> completion_widths(torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 0, 0]])).tolist()
+    [3, 0, 2]
+    """
+    positions = torch.arange(1, completion_mask.shape[1] + 1, device=completion_mask.device)
+    return (completion_mask.ne(0).long() * positions).amax(dim=1)
+
+
 def _cost(rows: list[int], prompt_lengths: list[int], completion_lengths: list[int]) -> int:
     return len(rows) * (max(prompt_lengths[r] for r in rows) + max(completion_lengths[r] for r in rows))
 
@@ -83,7 +93,9 @@ def micro_batch_plan(attention_mask: torch.Tensor, completion_mask: torch.Tensor
         return [list(range(start, min(start + micro_batch_size, num_rows))) for start in range(0, num_rows, micro_batch_size)]
     width = completion_mask.shape[1]
     prompt_lengths = attention_mask[:, :-width].sum(dim=1).tolist()
-    completion_lengths = [max(1, n) for n in completion_mask.sum(dim=1).long().tolist()]  # a left-out row still runs
+    # A row runs up to its last loss token, whatever lies before it: tool output inside a row is masked from the loss
+    # but still in the forward, so the width, not the mask's sum, is its cost. A left-out row still runs one column.
+    completion_lengths = [max(1, n) for n in completion_widths(completion_mask).tolist()]
     plan = token_budget_plan(prompt_lengths, completion_lengths, max_tokens)
     count = int(all_reduce_max(torch.tensor([len(plan)], dtype=torch.float64, device=attention_mask.device)).item())
     return split_to_count(plan, count, prompt_lengths, completion_lengths)

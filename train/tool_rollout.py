@@ -116,7 +116,9 @@ def _any_rank(flag: bool, synced_gpus: bool) -> bool:
         return flag
     from train.distributed import all_reduce_max
 
-    return bool(all_reduce_max(torch.tensor([float(flag)])).item())
+    # NCCL reduces device tensors only: the flag goes where the rank's decoding runs (as dist_info.device).
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return bool(all_reduce_max(torch.tensor([float(flag)], device=device)).item())
 
 
 def _assemble(rows: list[_Row], pad_token_id: int, waited: float, tool_seconds: float) -> ToolRollout:

@@ -16,13 +16,20 @@ code to check). The SFT stage masks the response out of the labels when rollout.
 (data/sft_examples.py).
 
 The teacher is imperfect on purpose (`tool_slip`): with that probability it answers in its head instead, and its
-head is wrong: a guess with as many digits as the product (``<think> 482*937=730519 </think> <answer>730519</answer>``).
-The SFT model then mostly guesses (greedy decoding takes the majority branch), while sampling calls the tool now and
-then; those completions get the reward, and GRPO can make the call the default, as the quickstart's GRPO makes
-carrying the default. The guess is uniform, not the product with one digit changed: a first version did that, and in
-one of two seeds the SFT model learned to estimate the product's leading digits from the operands, which then
-overrode the copy of the tool's output into the answer (the second digit came out wrong in every sampled answer, so
-no answer was ever right and GRPO had nothing to learn from).
+head is wrong: an estimate that gets the product's leading digit right and guesses the rest
+(``<think> 482*937=407915 </think> <answer>407915</answer>``; the product is 451634). The SFT model then mostly
+guesses (greedy decoding takes the majority branch), while sampling calls the tool now and then; those completions get
+the reward, and GRPO can make the call the default, as the quickstart's GRPO makes carrying the default.
+
+Why this guess (each measured on the seed that failed, benchmarks/results_tool_learning.md):
+- the product with one digit changed (a first version): the SFT model learned to estimate the product's leading
+  digits from the operands, and that estimate overrode the copy of the tool's output into the answer (the second
+  digit came out wrong in every sampled answer, so no answer was ever right and GRPO had nothing to learn from);
+- a uniform guess: nothing in the mental answer depends on the operands, and the tiny model never learned to copy
+  them into the call (per-token loss on the call's operand digits 2.25 nats after 600 SFT steps, chance is 2.3;
+  1.36 with the first version, 1.56 with this one), so its calls computed the wrong product;
+- the leading digit right, the rest uniform: the operands matter for one digit, enough to make the model read them,
+  and the rest of the answer has nothing to estimate that could override the copy.
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ _PYTHON_OPS = {"+": "+", "-": "-", "*": "*", "/": "//"}  # the synthetic generat
 
 
 def _guess(answer: str, rng: random.Random) -> str:
-    """A wrong answer with as many digits as `answer` (and its sign), uniform otherwise: the teacher's mental guess."""
-    negative = answer.startswith("-")
-    digits = len(answer) - negative
-    low = 10 ** (digits - 1) if digits > 1 else 0
+    """A wrong answer with as many digits as `answer` (and its sign) and its leading digit, the other digits uniform:
+    the teacher's mental estimate."""
+    sign = "-" if answer.startswith("-") else ""
+    digits = answer[len(sign):]
+    if len(digits) == 1:  # nothing to keep: any other digit
+        return sign + rng.choice([d for d in "0123456789" if d != digits])
     while True:
-        guess = ("-" if negative else "") + str(rng.randint(low, 10**digits - 1))
+        guess = sign + digits[0] + "".join(rng.choice("0123456789") for _ in digits[1:])
         if guess != answer:
             return guess
 

@@ -27,8 +27,10 @@ def test_the_imperfect_teacher_slips_at_its_rate_with_a_wrong_guess():
     assert 0.5 < len(slips) / len(rows) < 0.7
     guesses = [row["completion"].split("<answer>")[1].split("</answer>")[0] for row in slips]
     assert all(len(g) == len(row["answer"]) and g != row["answer"] for g, row in zip(guesses, slips))
-    # Uniform, not near the product: the leading digit agrees about as often as chance (1 in 9), not almost always.
-    assert sum(g[0] == row["answer"][0] for g, row in zip(guesses, slips)) / len(slips) < 0.25
+    # An estimate: the leading digit is the product's, the others are uniform (the second agrees about 1 in 10 times,
+    # not almost always as a near-miss product's would).
+    assert all(g[0] == row["answer"][0] for g, row in zip(guesses, slips))
+    assert sum(g[1] == row["answer"][1] for g, row in zip(guesses, slips)) / len(slips) < 0.25
     assert add_tool_traces(rows[:5], protocol=MARKDOWN, tool_slip=0.6, seed=0) == \
         add_tool_traces(rows[:5], protocol=MARKDOWN, tool_slip=0.6, seed=0)  # seeded
 

@@ -442,7 +442,7 @@ def test_registry_names():
     assert set(REWARD_FNS) == {
         "math_accuracy", "gsm8k_accuracy", "arithmetic_accuracy", "countdown", "format_strict", "format_lenient",
         "tag_count", "reasoning_steps", "cosine_length", "overlong_penalty", "repetition_penalty", "code_exec",
-        "reasoning_gym",
+        "reasoning_gym", "tool_errors",
     }
     assert resolve_reward("countdown") is countdown.countdown
     assert resolve_reward("rewards.gsm8k:gsm8k_accuracy") is gsm8k.gsm8k_accuracy

@@ -81,7 +81,9 @@ FINDINGS = [
     "letter_counting under LoRA learned to answer \"12\" (0.5 whenever the count is 1 or 2), held-out 0.000 -> 0.000. "
     "With exact answers only (the ablation row) the same run went 0.000 -> 0.305, so configs/smollm2_gym.yaml now sets "
     "partial_credit: false (config aa91a96f4a52); rows made with ed6141d4de36 still had partial credit.",
-    "gcd (full, exact answers only): 0.000 -> 0.330 in 660 s, against 0.345 for always \"2\".",
+    "gcd (full, exact answers only): 0.000 -> 0.330 in 660 s, against 0.345 for always \"2\". Under LoRA the same: "
+    "0.000 -> 0.325 in 796 s (0.010 at step 10, 0.245 at step 20); no_reward_spread fired at steps 3 and 8, before the "
+    "first right answers; 37% of the last step's completions open alike (load 1.23 at its start: the 1-minute average of the CI run that had just ended).",
     "color_cube_rotation: no completion was ever right in 30 steps (64 a step), so no group had reward spread and "
     "nothing was learned; the no_reward_spread warning fired at step 3. The run also took 1322 s (> 20 min): "
     "~250-token prompts and completions that ramble to the cap make its steps ~32 s.",

@@ -55,7 +55,9 @@ class RolloutBatch:
             group_size=self.group_size, completion_texts=[self.completion_texts[r] for r in rows],
             truncated=self.truncated[index.to(self.truncated.device)],
             model_token_mask=None if self.model_token_mask is None else self.model_token_mask[index.to(self.model_token_mask.device)],
-            tool_calls=None if self.tool_calls is None else [self.tool_calls[r] for r in rows], tool_seconds=self.tool_seconds,
+            # A subset of rows owns no share of the round's tool time: who collects rounds counts it once per round
+            # (train/dynamic_sampling.py), so a part carries none.
+            tool_calls=None if self.tool_calls is None else [self.tool_calls[r] for r in rows], tool_seconds=None,
         )
 
     @staticmethod

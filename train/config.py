@@ -180,7 +180,7 @@ class SFTConfig(_Section):
     (data/tool_traces.py; rollout.tools' markers, markdown when tools are off: the no-tool ablation trains on the same
     text)."""
     tool_slip: float = Field(0.0, ge=0, le=1)
-    """Tool traces only: an imperfect teacher that answers in its head (a wrong guess of the right length) with this probability."""
+    """Tool traces only: an imperfect teacher that answers in its head (a wrong estimate: the product's leading digit, the other digits guessed) with this probability."""
     max_length: int = Field(512, gt=0)
     """Longest example (prompt + completion + EOS) in tokens, and the length of a packed row; longer ones are dropped."""
     packing: bool = True

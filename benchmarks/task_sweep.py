@@ -83,7 +83,11 @@ FINDINGS = [
     "partial_credit: false (config aa91a96f4a52); rows made with ed6141d4de36 still had partial credit.",
     "gcd (full, exact answers only): 0.000 -> 0.330 in 660 s, against 0.345 for always \"2\". Under LoRA the same: "
     "0.000 -> 0.325 in 796 s (0.010 at step 10, 0.245 at step 20); no_reward_spread fired at steps 3 and 8, before the "
-    "first right answers; 37% of the last step's completions open alike (load 1.23 at its start: the 1-minute average of the CI run that had just ended).",
+    "first right answers; 37% of the last step's completions open alike (load 1.23 at its start: the 1-minute average of the CI run that had just ended). "
+    "Seed 1: full 0.000 -> 0.330 in 509 s (the same as seed 0), LoRA 0.000 -> 0.195 in 699 s (0.000 at steps 10 and "
+    "20: its first right answers came later); both modes clear the bar (+33.0 and +26.0 mean) at the always-\"2\" "
+    "level, not above it. Loads at their starts (0.67, 2.25) are 1-minute averages that still count the run before; "
+    "each ran alone.",
     "color_cube_rotation: no completion was ever right in 30 steps (64 a step), so no group had reward spread and "
     "nothing was learned; the no_reward_spread warning fired at step 3. The run also took 1322 s (> 20 min): "
     "~250-token prompts and completions that ramble to the cap make its steps ~32 s.",

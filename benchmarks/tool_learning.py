@@ -1,7 +1,7 @@
 """Tool-integrated reasoning's learning bar, measured (issue 25): configs/tool_multiply.yaml for a few seeds, with the
 Python tool and without it (the same recipe, rollout.tools=null).
 
-    python benchmarks/tool_learning.py                  # seeds 0,1,2, each with and without the tool (~8 min a run)
+    python benchmarks/tool_learning.py                  # seeds 0,1,2, each with and without the tool (~11-14 min a run)
     python benchmarks/tool_learning.py --seeds 0 --out /tmp/t.md
 
 For each seed and recipe: wall time of the whole `python -m train` process, held-out greedy pass@1 after SFT (step 0)
@@ -64,7 +64,7 @@ def main() -> None:
             rows.append(result)
             print(f"seed {seed} {recipe}: {result['after_sft']:.3f} -> {result['after_grpo']:.3f} in {result['wall_s']:.0f} s",
                   flush=True)
-    write_table(rows, args.out)
+            write_table(rows, args.out)  # after every run: a sweep stopped half-way keeps what it measured
 
 
 def write_table(rows: list[dict], out: Path) -> None:
@@ -77,8 +77,8 @@ def write_table(rows: list[dict], out: Path) -> None:
         "- Command: `python benchmarks/tool_learning.py` (configs/tool_multiply.yaml, `seed=S`; the no-tool recipe adds "
         "`rollout.tools=null`)",
         "- Task: `What is A * B?` with 3-digit A and B; 200 held-out prompts (seed 1) never seen in SFT or GRPO. SFT: "
-        "4,000 tool traces, 60% of them the teacher's wrong mental answer (`sft.tool_slip: 0.6`); GRPO: 40 steps of "
-        "16 prompts x 8.",
+        "76,800 fresh tool traces (1,200 steps of 64, each trace seen once), 60% of them the teacher's wrong mental "
+        "answer (`sft.tool_slip: 0.6`); GRPO: 40 steps of 16 prompts x 8.",
         "- Bar (issue 25): with the tool, held-out greedy pass@1 after GRPO >= 2x after SFT and >= +20 points, and >= +20 "
         "points above the same recipe without the tool; <= 15 minutes a run.",
         "",
@@ -99,7 +99,6 @@ def write_table(rows: list[dict], out: Path) -> None:
     lines += ["", "Evaluations (step: held-out greedy pass@1):", ""]
     lines += [f"- seed {r['seed']}, {r['recipe']}: " + ", ".join(f"{s}: {p:.3f}" for s, p in r["evals"]) for r in rows]
     out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ Python tool and without it (the same recipe, rollout.tools=null).
 
     python benchmarks/tool_learning.py                  # seeds 0,1,2, each with and without the tool (~11-14 min a run)
     python benchmarks/tool_learning.py --seeds 0 --out /tmp/t.md
+    python benchmarks/tool_learning.py --seeds 1 --recipes "no tool" --out /tmp/t.md
 
 For each seed and recipe: wall time of the whole `python -m train` process, held-out greedy pass@1 after SFT (step 0)
 and after GRPO (the last step), tool calls per completion at the last step, and the issue's bar: with the tool, after
@@ -46,14 +47,16 @@ def pass_at_1_without_tool(run_dir: Path, workdir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {list(RECIPES)}")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/thinkrl-tool-bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_tool_learning.md")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    recipes = {name: RECIPES[name] for name in args.recipes.split(",")}  # an unknown name is a KeyError naming it
     shutil.rmtree(args.workdir, ignore_errors=True)
     rows = []
     for seed in seeds:
-        for recipe, overrides in RECIPES.items():
+        for recipe, overrides in recipes.items():
             load = os.getloadavg()[0]
             result = run_seed(seed, args.workdir / recipe.replace(" ", "_"), overrides, config=CONFIG)
             last = result["steps"][-1]

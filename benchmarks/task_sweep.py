@@ -88,6 +88,8 @@ FINDINGS = [
     "20: its first right answers came later); both modes clear the bar (+33.0 and +26.0 mean) at the always-\"2\" "
     "level, not above it. Loads at their starts (0.67, 2.25) are 1-minute averages that still count the run before; "
     "each ran alone.",
+    "syllogism LoRA seed 0 under the current config (exact answers only): 0.000 -> 0.715 in 381 s, what always "
+    "\"Yes\" gets (0.710), as the 20-step pilot did (load 1.29 at its start: the CI run that had just ended).",
     "color_cube_rotation: no completion was ever right in 30 steps (64 a step), so no group had reward spread and "
     "nothing was learned; the no_reward_spread warning fired at step 3. The run also took 1322 s (> 20 min): "
     "~250-token prompts and completions that ramble to the cap make its steps ~32 s.",

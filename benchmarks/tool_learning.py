@@ -68,6 +68,7 @@ def main() -> None:
             print(f"seed {seed} {recipe}: {result['after_sft']:.3f} -> {result['after_grpo']:.3f} in {result['wall_s']:.0f} s",
                   flush=True)
             write_table(rows, args.out)  # after every run: a sweep stopped half-way keeps what it measured
+    print(args.out.read_text())
 
 
 def write_table(rows: list[dict], out: Path) -> None:

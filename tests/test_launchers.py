@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import SMOKE, assert_trained_run, child_env
+from wandb_reader import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SCRIPT = REPO / "launch" / "slurm.sbatch"
@@ -44,14 +45,22 @@ def train_overrides(out_dir: Path, zero_stage: int) -> list[str]:
 def assert_two_rank_run(result, out_dir: Path, zero_stage: int):
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
     assert f"world size 2 | ZeRO-{zero_stage}" in result.stdout, result.stdout[-2000:]
+    # Ranks end with os._exit (train/distributed.py): rank 0's last line must still have been flushed.
+    assert f"thinkrl train: done; run directory {out_dir / 'launched'}" in result.stdout, result.stdout[-2000:]
     assert_trained_run(out_dir / "launched", steps=2)
 
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_torchrun_script(tmp_path):
-    result = run_launcher(["bash", "launch/torchrun.sh", str(SMOKE), *train_overrides(tmp_path, 1)], env={"NPROC": "2"})
+    wandb_offline = ["log.wandb.mode=offline", "log.wandb.project=thinkrl-test"]
+    result = run_launcher(["bash", "launch/torchrun.sh", str(SMOKE), *train_overrides(tmp_path, 1), *wandb_offline],
+                          env={"NPROC": "2"})
     assert_two_rank_run(result, tmp_path, 1)
+    # Rank 0's W&B run is complete although the process skipped interpreter shutdown (and W&B's atexit hook).
+    run_files = sorted((tmp_path / "launched" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    assert [row["_step"] for row in read_run(run_files[0])["history"] if "reward/mean" in row] == [1, 2]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ A command's module is imported only when it runs, so `thinkrl --help` answers at
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from train.cli_args import print_error
@@ -51,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         return print_error("", f"unknown command {command!r}; the commands: {', '.join(COMMANDS)} "
                            "(`thinkrl --help` says what each does)")
     module, _ = COMMANDS[command]
-    return importlib.import_module(module).main(rest)
+    code = importlib.import_module(module).main(rest)
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    if world_size.isdigit() and int(world_size) > 1:  # one rank of several: skip interpreter shutdown (see the docstring)
+        from train.distributed import exit_without_interpreter_shutdown
+
+        exit_without_interpreter_shutdown(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -88,15 +88,29 @@ FINDINGS = [
     "20: its first right answers came later); both modes clear the bar (+33.0 and +26.0 mean) at the always-\"2\" "
     "level, not above it. Loads at their starts (0.67, 2.25) are 1-minute averages that still count the run before; "
     "each ran alone.",
-    "syllogism LoRA seed 0 under the current config (exact answers only): 0.000 -> 0.715 in 381 s, what always "
-    "\"Yes\" gets (0.710), as the 20-step pilot did (load 1.29 at its start: the CI run that had just ended).",
+    "syllogism, both modes and both seeds under the current config (exact answers only): every run 0.000 -> 0.715 "
+    "(364-381 s), reached by step 10: what always \"Yes\" gets (0.710), as the 20-step pilot did. The bar's +10 "
+    "holds (+71.5 mean in each mode) and says nothing about logic: in each run the one-opening warning fired "
+    "(steps 6-13, 83-97% of a step's completions alike), then no_reward_spread (100% of the groups: every completion "
+    "of a group gave the same answer even at temperature 1), so GRPO had nothing left to learn from. Loads at their starts (1.29-2.00) are 1-minute averages that still count "
+    "the run before; each ran alone.",
+    "letter_counting, both modes and both seeds under the current config (exact answers only): full 0.000 -> 0.350 "
+    "on both seeds (526 s, 397 s), LoRA 0.000 -> 0.305 / 0.350 (531 s, 448 s): +35.0 and +32.75 mean, 0-3.5 points "
+    "above always \"1\" (0.315). Every sampled completion logged at step 30 answers \"1\" (full seed 0: 8 of 8; "
+    "LoRA seed 1: 8 of 8); full fine-tuning fired the one-opening warning (steps 13, 17: 95-97% alike), and every run "
+    "no_reward_spread (100% of the groups). Loads at their starts 1.79-2.01 (1-minute averages that still count the "
+    "run before; each ran alone).",
     "color_cube_rotation: no completion was ever right in 30 steps (64 a step), so no group had reward spread and "
     "nothing was learned; the no_reward_spread warning fired at step 3. The run also took 1322 s (> 20 min): "
     "~250-token prompts and completions that ramble to the cap make its steps ~32 s.",
     "spell_backward (full, exact answers only): the same: no completion spelled a word backward exactly in 30 steps "
     "(held-out 0.000 -> 0.000, reward 0 at every step), no_reward_spread fired at step 3; 1004 s, half the "
     "completions cut at 48 tokens. With exact answers only, a task the model never solves gives GRPO nothing to learn "
-    "from; the partial credit that would give it a gradient is the one letter_counting farmed.",
+    "from; the partial credit that would give it a gradient is the one letter_counting farmed. LoRA, both seeds: the "
+    "same 0.000 -> 0.000 (661 s, 654 s), no_reward_spread at step 3; seed 0's first- and last-step truncation (0.547, "
+    "0.438) and entropy (3.927, 3.888) equal the full run's to the last digit: with every advantage 0, neither run "
+    "changed what the model samples. Loads at their starts 1.91-1.92 (1-minute averages that still count the run "
+    "before; each ran alone).",
 ]
 
 

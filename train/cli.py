@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     module, _ = COMMANDS[command]
     code = importlib.import_module(module).main(rest)
     world_size = os.environ.get("WORLD_SIZE", "1")
-    if world_size.isdigit() and int(world_size) > 1:  # one rank of several: skip interpreter shutdown (see the docstring)
+    if world_size.isdigit() and int(world_size) > 1:  # one rank of several (why: the docstring of the call)
         from train.distributed import exit_without_interpreter_shutdown
 
         exit_without_interpreter_shutdown(code)

@@ -109,8 +109,8 @@ FINDINGS = [
     "from; the partial credit that would give it a gradient is the one letter_counting farmed. LoRA, both seeds: the "
     "same 0.000 -> 0.000 (661 s, 654 s), no_reward_spread at step 3; seed 0's first- and last-step truncation (0.547, "
     "0.438) and entropy (3.927, 3.888) equal the full run's to the last digit: with every advantage 0, neither run "
-    "changed what the model samples. Loads at their starts 1.91-1.92 (1-minute averages that still count the run "
-    "before; each ran alone).",
+    "changed what the model samples. Full seed 1: 0.000 -> 0.000 in 790 s, the same warning at step 3. Loads at "
+    "their starts 1.91-2.02 (1-minute averages that still count the run before; each ran alone).",
 ]
 
 

@@ -104,7 +104,8 @@ FINDINGS = [
     "nothing was learned; the no_reward_spread warning fired at step 3. The run also took 1322 s (> 20 min): "
     "~250-token prompts and completions that ramble to the cap make its steps ~32 s. LoRA seed 0 under the current "
     "config (exact answers only): the same 0.000 -> 0.000, in 867 s (19.4 s a step), no_reward_spread at step 3, and "
-    "the same first- and last-step truncation as the full run (0.297, 0.203); load 1.97 at its start (the run before).",
+    "the same first- and last-step truncation as the full run (0.297, 0.203); load 1.97 at its start (the run before). "
+    "LoRA seed 1: 0.000 -> 0.000 in 859 s, no_reward_spread at step 3.",
     "spell_backward (full, exact answers only): the same: no completion spelled a word backward exactly in 30 steps "
     "(held-out 0.000 -> 0.000, reward 0 at every step), no_reward_spread fired at step 3; 1004 s, half the "
     "completions cut at 48 tokens. With exact answers only, a task the model never solves gives GRPO nothing to learn "

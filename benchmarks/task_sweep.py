@@ -92,8 +92,8 @@ FINDINGS = [
     "(364-381 s), reached by step 10: what always \"Yes\" gets (0.710), as the 20-step pilot did. The bar's +10 "
     "holds (+71.5 mean in each mode) and says nothing about logic: in each run the one-opening warning fired "
     "(steps 6-13, 83-97% of a step's completions alike), then no_reward_spread (100% of the groups: every completion "
-    "of a group gave the same answer even at temperature 1), so GRPO had nothing left to learn from. Loads at their starts (1.29-2.00) are 1-minute averages that still count "
-    "the run before; each ran alone.",
+    "of a group gave the same answer even at temperature 1), so GRPO had nothing left to learn from. Loads at their "
+    "starts (1.29-2.00) are 1-minute averages that still count the run before; each ran alone.",
     "letter_counting, both modes and both seeds under the current config (exact answers only): full 0.000 -> 0.350 "
     "on both seeds (526 s, 397 s), LoRA 0.000 -> 0.305 / 0.350 (531 s, 448 s): +35.0 and +32.75 mean, 0-3.5 points "
     "above always \"1\" (0.315). Every sampled completion logged at step 30 answers \"1\" (full seed 0: 8 of 8; "

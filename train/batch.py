@@ -109,11 +109,16 @@ class TrainBatch:
     ref_logprobs: torch.Tensor | None  # [N, L] log-probs under the reference model; None when beta == 0
 
     @classmethod
-    def from_rollout(cls, rollout: RolloutBatch, kept: torch.Tensor, advantages: torch.Tensor) -> "TrainBatch":
-        """The update's batch of `rollout`: its loss mask is the model's tokens of the `kept` rows ([N] bool). Tool output
-        is context, never trained: the loss, its token counts, entropy and KL see model tokens only. old_logprobs and
-        ref_logprobs are the caller's to fill."""
-        keep = kept.to(rollout.completion_mask.device).unsqueeze(1)
+    def from_rollout(cls, rollout: RolloutBatch, kept: torch.Tensor, advantages: torch.Tensor, *,
+                     mask_truncated: bool = False) -> "TrainBatch":
+        """The update's batch of `rollout`: its loss mask is the model's tokens of the `kept` rows ([N] bool), less the
+        truncated rows with `mask_truncated` (grpo.mask_truncated_completions). Tool output is context, never trained:
+        the loss, its token counts, entropy and KL see model tokens only. old_logprobs and ref_logprobs are the
+        caller's to fill."""
+        kept = kept.to(rollout.completion_mask.device)
+        if mask_truncated:
+            kept = kept & ~rollout.truncated.to(kept.device)
+        keep = kept.unsqueeze(1)
         return cls(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
                    completion_mask=rollout.loss_token_mask.float() * keep, advantages=advantages,
                    old_logprobs=None, ref_logprobs=None)

@@ -314,6 +314,11 @@ class GRPOConfig(_Section):
     """Divide advantages by the group's reward std, the batch's, or not at all (Dr. GRPO)."""
     importance_sampling_level: Literal[IMPORTANCE_SAMPLING_LEVELS] = "token"
     """Per-token ratio (GRPO) or one length-normalised ratio per sequence (GSPO)."""
+    mask_truncated_completions: bool = False
+    """Leave completions cut at rollout.max_completion_length (no EOS) out of the loss and its token counts; their
+    rewards still count in their group's mean and std (TRL's option of this name; DAPO's overlong filtering,
+    arXiv:2503.14476 §3.4). For rewards that score a cut completion (e.g. by its last number), where the policy can
+    learn to ramble to the cap (benchmarks/results_task_sweep.md)."""
     use_bias_correction_kl: bool = False
     """Multiply the k3 KL term by the importance ratio pi/pi_old (DeepSeek-V3.2's unbiased estimator; TRL's option of
     this name, on by default in TRL 1.16). False keeps DeepSeekMath's plain k3. Only matters when beta > 0."""

@@ -112,7 +112,8 @@ def grpo_step(run: Run, cfg: TrainConfig, dist_info: DistInfo) -> tuple[dict[str
                           completion_length=rollout.completion_mask.shape[1], micro_batching=run.micro_batching,
                           temperature=run.sampling.temperature, chunk_size=cfg.optim.logprob_chunk_size,
                           sharded=run.engine.sharded)
-    batch = TrainBatch.from_rollout(rollout, kept, advantages.to(run.engine.device))  # model tokens of kept rows
+    batch = TrainBatch.from_rollout(rollout, kept, advantages.to(run.engine.device),  # model tokens of kept rows
+                                    mask_truncated=cfg.grpo.mask_truncated_completions)
     if cfg.grpo.num_iterations > 1:
         batch.old_logprobs = logprobs_of(run.engine.hf_module)
     if run.engine.has_reference:  # beta > 0

@@ -105,7 +105,8 @@ FINDINGS = [
     "~250-token prompts and completions that ramble to the cap make its steps ~32 s. LoRA seed 0 under the current "
     "config (exact answers only): the same 0.000 -> 0.000, in 867 s (19.4 s a step), no_reward_spread at step 3, and "
     "the same first- and last-step truncation as the full run (0.297, 0.203); load 1.97 at its start (the run before). "
-    "LoRA seed 1: 0.000 -> 0.000 in 859 s, no_reward_spread at step 3.",
+    "LoRA seed 1: 0.000 -> 0.000 in 859 s, no_reward_spread at step 3. Full seed 1 under the current config: "
+    "0.000 -> 0.000 in 989 s (24.0 s a step), no_reward_spread at step 3; load 1.88 at its start (the run before).",
     "spell_backward (full, exact answers only): the same: no completion spelled a word backward exactly in 30 steps "
     "(held-out 0.000 -> 0.000, reward 0 at every step), no_reward_spread fired at step 3; 1004 s, half the "
     "completions cut at 48 tokens. With exact answers only, a task the model never solves gives GRPO nothing to learn "
@@ -114,6 +115,26 @@ FINDINGS = [
     "0.438) and entropy (3.927, 3.888) equal the full run's to the last digit: with every advantage 0, neither run "
     "changed what the model samples. Full seed 1: 0.000 -> 0.000 in 790 s, the same warning at step 3. Loads at "
     "their starts 1.91-2.02 (1-minute averages that still count the run before; each ran alone).",
+    "Ablations on gcd (full, seed 0, 30 steps; the baseline run 0.000 -> 0.330, always \"2\" 0.345). (1) Room to "
+    "reason, scored as configs/smollm2_basic_arithmetic.yaml does (data.prefill_answer=false, the last number of a "
+    "completion without <answer>): it starts higher, 0.095, since the model then explains and sometimes gets it "
+    "right, but the policy learned to ramble to the cap (completions cut 69% -> 97%; a cut completion still scores "
+    "its last number) and held-out pass@1 went 0.020 at step 10, 0.345 at step 20, 0.040 at the end; 1017 s. eval_below_start fired at steps 10 and 30; entropy stayed flat (1.56 -> "
+    "1.53), so the entropy-and-truncation check did not. (2) KL to the start (grpo.beta=0.04): the collapse is slower "
+    "(34% of the last step's completions open alike, against 97% without KL) but held-out pass@1 ends lower, 0.000 -> "
+    "0.195 (632 s); its last logged samples are bare numbers (\"1\", \"2\", \"3\"), none right. Neither beats always-"
+    "\"2\". Loads at their starts 0.34 and 1.85 (the second counts the first run); each ran alone.",
+    "Two more gcd ablations of (1), the same seed and steps. (3) grpo.mask_truncated_completions=true (TRL's option, "
+    "new in thinkrl for this: cut completions out of the loss): held-out 0.095 -> 0.010 (0.000 at step 20), cut "
+    "completions 69% -> 92% by step 5; 743 s, load 0.08. Masking alone does not stop the rambling: a cut completion "
+    "paid by its last number still raises its group's mean, so the group's finished completions get negative "
+    "advantages. entropy_and_truncation_rising fired at step 6, eval_below_start at steps 10, 20 and 30. (4) The "
+    "overlong_penalty reward (DAPO's soft punishment, max_len 48, cache_len 16 tokens) beside the accuracy reward: "
+    "cut completions 69% -> 0% by step 8, then the completions shrink to bare numbers (2 tokens from step 20) and "
+    "held-out pass@1 goes 0.095 -> 0.045 -> 0.330 -> 0.330, the always-\"2\" level (eval_below_start at step 10); "
+    "426 s, load 1.97 (the run before). The measured cause of the "
+    "collapse on gcd: the model's own answers, explained or not, are right less often (0.095 at step 0) than one "
+    "fixed answer (0.345), so the fixed answer is the best policy GRPO can reach from there; KL (2) only slows it.",
 ]
 
 

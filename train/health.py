@@ -20,7 +20,9 @@ Checks (thresholds are module constants, chosen above step-to-step noise of smal
   whatever the question. Prompted by the task sweep (benchmarks/results_task_sweep.md): on letter_counting the
   logged samples of the last steps all answered "1", which is right on 32% of held-out prompts, and held-out pass@1
   went 0.000 -> 0.350, about what that one answer gets. Tested on hand-made histories; in the sweep's gcd run it
-  fired at step 21 (97% of completions alike; held-out 0.330, always "2" gets 0.345).
+  fired at step 21 (97% of completions alike; held-out 0.330, always "2" gets 0.345). Room to reason does not
+  escape it: with data.prefill_answer=false the model's explanations start at 0.095 on gcd, below always "2", and
+  with cut completions no longer paid the policy went back to bare answers and to 0.330.
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def eval_below_start(records: list[dict]) -> HealthWarning | None:
         f"held-out pass@1 {now:.3f} is below its step-0 value {start:.3f}: training is making the policy worse on "
         "prompts it does not train on. Likely cause: a learning rate too high for this model (lower optim.lr; under "
         "LoRA the update also scales with model.lora.alpha / r) or rewards that pay for something besides correct "
-        "answers (check rewards.functions and the samples); grpo.beta > 0 keeps the policy near its start."))
+        "answers (check rewards.functions and the samples: a cut completion scored by its last number teaches the "
+        "policy to ramble to the cap; add the overlong_penalty reward); grpo.beta > 0 keeps the policy near its "
+        "start."))
 
 
 def entropy_and_truncation_rising(records: list[dict]) -> HealthWarning | None:
@@ -104,9 +108,10 @@ def one_opening_for_all(records: list[dict]) -> HealthWarning | None:
     return HealthWarning("one_opening_for_all", (
         f"{fmean(recent):.0%} of the completions of each of the last {WINDOW} steps, over all their prompts, open the "
         "same way (see samples.jsonl): the policy gives one answer whatever the question, and held-out gains are "
-        "only the share of prompts that answer fits. Likely cause: the task is beyond what the model can answer "
-        "directly; give it room to reason (raise rollout.max_completion_length, data.prefill_answer=false), an SFT "
-        "stage (sft:), easier prompts, or a larger model."))
+        "only the share of prompts that answer fits. Likely cause: the model's own answers are right less often "
+        "than one fixed answer, so the fixed answer is what GRPO finds (compare held-out pass@1 with always the "
+        "commonest answer); once every group agrees, more steps teach nothing. Try an SFT stage (sft:), easier "
+        "prompts, or a larger model; grpo.beta > 0 slows the collapse."))
 
 
 CHECKS = (eval_below_start, entropy_and_truncation_rising, no_reward_spread, one_opening_for_all)

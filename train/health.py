@@ -110,8 +110,8 @@ def one_opening_for_all(records: list[dict]) -> HealthWarning | None:
         "same way (see samples.jsonl): the policy gives one answer whatever the question, and held-out gains are "
         "only the share of prompts that answer fits. Likely cause: the model's own answers are right less often "
         "than one fixed answer, so the fixed answer is what GRPO finds (compare held-out pass@1 with always the "
-        "commonest answer); once every group agrees, more steps teach nothing. Try an SFT stage (sft:), easier "
-        "prompts, or a larger model; grpo.beta > 0 slows the collapse."))
+        "commonest answer); once every group agrees, more steps teach nothing. Try rollout.filter_groups (it kept "
+        "gcd learning past the fixed answer), an SFT stage (sft:), easier prompts, or a larger model."))
 
 
 CHECKS = (eval_below_start, entropy_and_truncation_rising, no_reward_spread, one_opening_for_all)

@@ -95,7 +95,7 @@ def no_reward_spread(records: list[dict]) -> HealthWarning | None:
         f"{fmean(recent):.0%} of the groups had no reward spread in each of the last {WINDOW} steps: every completion "
         "of a group scored the same, so their advantages are 0 and the steps trained on almost nothing. Likely cause: "
         "the task is too hard (or too easy) for the model, or the reward never pays (check samples.jsonl); use "
-        "rollout.filter_groups, a larger rollout.num_generations, an SFT stage (sft:), or easier prompts."))
+        "rollout.filter_groups.enable=true, a larger rollout.num_generations, an SFT stage (sft:), or easier prompts."))
 
 
 def one_opening_for_all(records: list[dict]) -> HealthWarning | None:
@@ -110,8 +110,8 @@ def one_opening_for_all(records: list[dict]) -> HealthWarning | None:
         "same way (see samples.jsonl): the policy gives one answer whatever the question, and held-out gains are "
         "only the share of prompts that answer fits. Likely cause: the model's own answers are right less often "
         "than one fixed answer, so the fixed answer is what GRPO finds (compare held-out pass@1 with always the "
-        "commonest answer); once every group agrees, more steps teach nothing. Try rollout.filter_groups (it kept "
-        "gcd learning past the fixed answer), an SFT stage (sft:), easier prompts, or a larger model."))
+        "commonest answer); once every group agrees, more steps teach nothing. Try rollout.filter_groups.enable=true "
+        "(it kept gcd learning past the fixed answer), an SFT stage (sft:), easier prompts, or a larger model."))
 
 
 CHECKS = (eval_below_start, entropy_and_truncation_rising, no_reward_spread, one_opening_for_all)

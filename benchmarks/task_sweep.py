@@ -153,6 +153,30 @@ FINDINGS = [
 ]
 
 
+# The versions of configs/smollm2_gym.yaml the records were made with (first 12 hex digits of its SHA-256), oldest
+# first: the tables keep each version's runs and means apart, so a new default is compared with the one it replaced.
+CONFIGS: dict[str, str] = {
+    "ed6141d4de36": "v1: partial credit, 30 steps",
+    "aa91a96f4a52": "v2: exact answers only, 30 steps",
+    "a0125b364ee6": "v3: v2 + dynamic sampling (rollout.filter_groups), 20 steps",
+}
+# (config, overrides) -> the config they resolve to, field for field: ablations of an older version that are exactly
+# a later version's settings count as that version's runs (a rerun of one of them gave the same evaluations).
+RESOLVES_TO: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def version_of(record: dict) -> tuple[str, str]:
+    """The config a record ran with, and its label (empty when it is a run of that config's sweep)."""
+    key = (record.get("config_sha", ""), tuple(record.get("overrides", [])))
+    if key in RESOLVES_TO:
+        return RESOLVES_TO[key], ""
+    return record.get("config_sha", ""), record.get("label", "")
+
+
+def config_order(sha: str) -> int:
+    return list(CONFIGS).index(sha) if sha in CONFIGS else len(CONFIGS)
+
+
 def config_sha() -> str:
     """The first 12 hex digits of the config file's SHA-256: rows made with an older config stay told apart."""
     return hashlib.sha256(CONFIG.read_bytes()).hexdigest()[:12]
@@ -212,10 +236,11 @@ def majority_share(task: str) -> float | None:
 
 
 def render(records: list[dict]) -> str:
-    """The results table: one row per run (latest record per task, mode, seed and label), then the per-task means."""
+    """The results table: one row per run (latest record per task, mode, config, seed and label), then the means."""
     latest: dict[tuple, dict] = {}
     for r in records:
-        latest[(r["task"], r["mode"], r["seed"], r.get("label", ""))] = r
+        sha, label = version_of(r)
+        latest[(r["task"], r["mode"], config_order(sha), r["seed"], label)] = {**r, "config_sha": sha}
     lines = [
         "# Task sweep: SmolLM2-135M-Instruct on reasoning-gym tasks nobody tuned it for (issue 23)",
         "",
@@ -242,13 +267,16 @@ def render(records: list[dict]) -> str:
         "",
         "## Runs",
         "",
-        f"Rows whose config is not `{config_sha()}` (the config's SHA-256 now) ran with an earlier configs/smollm2_gym.yaml.",
+        f"Configs (`{config_sha()}` is configs/smollm2_gym.yaml now): "
+        + "; ".join(f"`{sha}` {what}" for sha, what in CONFIGS.items()) + ". "
+        + "".join(f"Runs of `{old}` with overrides {list(extra)} count as `{new}` (the same settings). "
+                  for (old, extra), new in RESOLVES_TO.items()),
         "",
         "| task | mode | seed | label | config | pass@1 before | after | gain | evaluations (step: pass@1) | wall | "
         "s/step (rollout / update) | warnings | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (task, mode, seed, label), r in sorted(latest.items()):
+    for (task, mode, _, seed, label), r in sorted(latest.items()):
         if "error" in r:
             lines.append(f"| {task} | {mode} | {seed} | {label} | {r.get('config_sha', '')} | failed (exit {r['returncode']}) | | | | "
                          f"{r['wall_s']:.0f} s | | | {r['load']} |")
@@ -260,21 +288,21 @@ def render(records: list[dict]) -> str:
             f"{100 * (r['after'] - r['before']):+.1f} | {evals} | {r['wall_s']:.0f} s | {sec.get('step', float('nan')):.1f} "
             f"({sec.get('rollout', float('nan')):.1f} / {sec.get('update', float('nan')):.1f}) | "
             f"{len(r['warnings'])} | {r['load']} |")
-    lines += ["", "## Per task and mode (label-less runs, mean of the seeds)", "",
-              "| task | mode | seeds | mean pass@1 before -> after | always the commonest answer | mean gain | worst seed's "
-              "change | longest run | bar |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Per task, mode and config (label-less runs, mean of the seeds)", "",
+              "| task | mode | config | seeds | mean pass@1 before -> after | always the commonest answer | mean gain | "
+              "worst seed's change | longest run | bar |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
-    for (task, mode, _, label), r in sorted(latest.items()):
+    for (task, mode, order, _, label), r in sorted(latest.items()):
         if not label and "error" not in r:
-            groups.setdefault((task, mode), []).append(r)
-    for (task, mode), runs in groups.items():
+            groups.setdefault((task, mode, order), []).append(r)
+    for (task, mode, _), runs in groups.items():
         gains = [r["after"] - r["before"] for r in runs]
         mean_gain, worst, longest = sum(gains) / len(gains), min(gains), max(r["wall_s"] for r in runs)
         ok = len(runs) >= 2 and mean_gain >= GAIN_BAR and worst >= -DROP_BAR and longest <= SECONDS_BAR
         before, after = (sum(r[key] for r in runs) / len(runs) for key in ("before", "after"))
         majority = majority_share(task)
         verdict = "yes" if ok else (f"not yet: {len(runs)} of 2 seeds" if len(runs) < 2 else "no")
-        lines.append(f"| {task} | {mode} | {len(runs)} | {before:.3f} -> {after:.3f} | "
+        lines.append(f"| {task} | {mode} | {runs[0]['config_sha']} | {len(runs)} | {before:.3f} -> {after:.3f} | "
                      f"{'-' if majority is None else f'{majority:.3f}'} | {100 * mean_gain:+.1f} | {100 * worst:+.1f} | "
                      f"{longest:.0f} s | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -52,7 +52,19 @@ def test_no_reward_spread_for_several_steps_fires_once():
     assert _fired(records) == [(5, "no_reward_spread")]  # the third step in a row, and not again while it holds
     records += [_train(9, zero_std=0.2)] + [_train(step, zero_std=0.9) for step in range(10, 13)]
     assert _fired(records) == [(5, "no_reward_spread"), (12, "no_reward_spread")]  # a new episode warns again
-    assert "rollout.filter_groups" in health.no_reward_spread(records[:5]).message
+    assert "rollout.filter_groups.enable=true" in health.no_reward_spread(records[:5]).message
+
+
+def test_the_hints_do_not_suggest_dynamic_sampling_to_a_run_that_uses_it():
+    # A run with rollout.filter_groups logs its rounds each step; at the round limit its padded groups have no spread.
+    plain = [_train(step, zero_std=1.0, top_opening_share=1.0) for step in range(1, 4)]
+    sampled = [{**record, "filter_groups/rounds": 4.0} for record in plain]
+    for check in (health.no_reward_spread, health.one_opening_for_all):
+        assert "rollout.filter_groups.enable=true" in check(plain).message
+        assert "rollout.filter_groups.enable=true" not in check(sampled).message and "sft:" in check(sampled).message
+    assert "4 rounds" in health.no_reward_spread(sampled).message
+    assert "max_num_gen_batches" in health.no_reward_spread(sampled).message
+    assert "is on and did not prevent it" in health.one_opening_for_all(sampled).message
 
 
 def test_one_opening_for_all_fires_when_the_policy_answers_every_prompt_alike():

@@ -51,6 +51,12 @@ def _values(records: list[dict], key: str) -> list[tuple[int, float]]:
             if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and "step" in r]
 
 
+def _dynamic_sampling_rounds(records: list[dict]) -> float | None:
+    """Rounds of prompts the last step drew under rollout.filter_groups; None when the run does not use it."""
+    rounds = _values(records, "filter_groups/rounds")
+    return rounds[-1][1] if rounds else None
+
+
 def eval_below_start(records: list[dict]) -> HealthWarning | None:
     evals = _values(records, "eval/pass@1")
     if len(evals) < 2 or evals[0][0] != 0 or records[-1].get("step") != evals[-1][0]:
@@ -91,11 +97,15 @@ def no_reward_spread(records: list[dict]) -> HealthWarning | None:
     recent = [r["zero_std_fraction"] for r in train[-WINDOW:]]
     if min(recent) < NO_SPREAD:
         return None
+    rounds = _dynamic_sampling_rounds(records)
+    remedy = ("use rollout.filter_groups.enable=true, " if rounds is None else
+              f"dynamic sampling is on and {rounds:.0f} rounds of prompts found too few groups with spread: raise "
+              "rollout.filter_groups.max_num_gen_batches, or use ")
     return HealthWarning("no_reward_spread", (
         f"{fmean(recent):.0%} of the groups had no reward spread in each of the last {WINDOW} steps: every completion "
         "of a group scored the same, so their advantages are 0 and the steps trained on almost nothing. Likely cause: "
-        "the task is too hard (or too easy) for the model, or the reward never pays (check samples.jsonl); use "
-        "rollout.filter_groups.enable=true, a larger rollout.num_generations, an SFT stage (sft:), or easier prompts."))
+        "the task is too hard (or too easy) for the model, or the reward never pays (check samples.jsonl); "
+        f"{remedy}a larger rollout.num_generations, an SFT stage (sft:), or easier prompts."))
 
 
 def one_opening_for_all(records: list[dict]) -> HealthWarning | None:
@@ -110,8 +120,12 @@ def one_opening_for_all(records: list[dict]) -> HealthWarning | None:
         "same way (see samples.jsonl): the policy gives one answer whatever the question, and held-out gains are "
         "only the share of prompts that answer fits. Likely cause: the model's own answers are right less often "
         "than one fixed answer, so the fixed answer is what GRPO finds (compare held-out pass@1 with always the "
-        "commonest answer); once every group agrees, more steps teach nothing. Try rollout.filter_groups.enable=true "
-        "(it kept gcd learning past the fixed answer), an SFT stage (sft:), easier prompts, or a larger model."))
+        "commonest answer); once every group agrees, more steps teach nothing. "
+        + ("Try rollout.filter_groups.enable=true (it kept gcd learning past the fixed answer), "
+           if _dynamic_sampling_rounds(records) is None else
+           "Dynamic sampling (rollout.filter_groups) is on and did not prevent it (nor on letter_counting and "
+           "syllogism in the task sweep); try ")
+        + "an SFT stage (sft:), easier prompts, or a larger model."))
 
 
 CHECKS = (eval_below_start, entropy_and_truncation_rising, no_reward_spread, one_opening_for_all)

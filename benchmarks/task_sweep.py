@@ -161,8 +161,12 @@ CONFIGS: dict[str, str] = {
     "a0125b364ee6": "v3: v2 + dynamic sampling (rollout.filter_groups), 20 steps",
 }
 # (config, overrides) -> the config they resolve to, field for field: ablations of an older version that are exactly
-# a later version's settings count as that version's runs (a rerun of one of them gave the same evaluations).
-RESOLVES_TO: dict[tuple[str, tuple[str, ...]], str] = {}
+# a later version's settings count as that version's runs. v3 is v2 with the two overrides of the filter_groups
+# ablations: config_to_dict(load_config(v2, those overrides)) == config_to_dict(load_config(v3)), and the code
+# those runs ran (049464e) and v3 (a17ab90) differ in warning texts only.
+RESOLVES_TO: dict[tuple[str, tuple[str, ...]], str] = {
+    ("aa91a96f4a52", ("rollout.filter_groups.enable=true", "max_steps=20")): "a0125b364ee6",
+}
 
 
 def version_of(record: dict) -> tuple[str, str]:

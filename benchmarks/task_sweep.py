@@ -150,6 +150,16 @@ FINDINGS = [
     "completions alike (one_opening_for_all at steps 16 and 7) and every step at the 4-round limit, no group with "
     "spread left to keep. configs/smollm2_gym.yaml is unchanged: a new default means sweeping again, and dynamic "
     "sampling is the setting to sweep first. Loads 2.07, 1.97 (the run before).",
+    "Config v3 (2026-12-07 14:58-16:45 UTC): v2 + rollout.filter_groups.enable=true and 20 steps, swept again on "
+    "the three tasks that learn, both modes, 2 seeds (the four filter_groups ablations above are v3 runs: the same "
+    "resolved config). Means after, v3 against v2: gcd full 0.455 (0.425, 0.485) against 0.330, the one setting "
+    "above always \"2\" (0.345); gcd LoRA 0.263 (0.330, 0.195) against 0.260, still 22-41% of completions alike at "
+    "step 20 and ahead of v2 LoRA at step 20 (0.245, 0.000); letter_counting full 0.350 and LoRA 0.335 (0.330, "
+    "0.340) against 0.350 and 0.328; syllogism 0.715 in all 4 runs, as in v2. No mean fell. Wall 384-462 s full, "
+    "424-780 s LoRA (LoRA's first steps draw all 4 rounds: ~40 s a step on gcd). The runs' warnings predate the "
+    "hints that read filter_groups/rounds (they still suggest enabling it). spell_backward LoRA seed 0 on v3: all "
+    "4 rounds every step, 5,120 completions, none right, 0.000 -> 0.000 in 980 s (45 s a step). Loads at start "
+    "0.36-2.13, each run alone (a load counts the run before).",
 ]
 
 

@@ -23,6 +23,8 @@ Checks (thresholds are module constants, chosen above step-to-step noise of smal
   fired at step 21 (97% of completions alike; held-out 0.330, always "2" gets 0.345). Room to reason does not
   escape it: with data.prefill_answer=false the model's explanations start at 0.095 on gcd, below always "2", and
   with cut completions no longer paid the policy went back to bare answers and to 0.330.
+The hints of the last two read whether the run already samples dynamically (`filter_groups/rounds` in its records):
+dynamic sampling is what kept gcd learning past the fixed answer, so only a run without it is told to turn it on.
 """
 
 from __future__ import annotations

@@ -159,7 +159,8 @@ FINDINGS = [
     "424-780 s LoRA (LoRA's first steps draw all 4 rounds: ~40 s a step on gcd). The runs' warnings predate the "
     "hints that read filter_groups/rounds (they still suggest enabling it). spell_backward LoRA seed 0 on v3: all "
     "4 rounds every step, 5,120 completions, none right, 0.000 -> 0.000 in 980 s (45 s a step); color_cube_rotation "
-    "full seed 0 the same in 1201 s (49 s a step, 1 s over the bar; load 0.75). Loads at start 0.36-2.13, each run "
+    "full seed 0 the same in 1201 s (49 s a step, 1 s over the bar; load 0.75); spell_backward LoRA seed 1 "
+    "0.000 -> 0.000 in 998 s (load 0.08). Loads at start 0.36-2.13, each run "
     "alone (a load counts the run before).",
 ]
 

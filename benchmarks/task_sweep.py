@@ -148,8 +148,9 @@ FINDINGS = [
     "Dynamic sampling on the other tasks that collapsed (full, seed 0, 20 steps): letter_counting 0.000 -> 0.300 -> "
     "0.350 (462 s), syllogism 0.000 -> 0.715 -> 0.715 (389 s), the commonest answer again: 91-100% of the "
     "completions alike (one_opening_for_all at steps 16 and 7) and every step at the 4-round limit, no group with "
-    "spread left to keep. configs/smollm2_gym.yaml is unchanged: a new default means sweeping again, and dynamic "
-    "sampling is the setting to sweep first. Loads 2.07, 1.97 (the run before).",
+    "spread left to keep. configs/smollm2_gym.yaml was left unchanged then: a new default means sweeping again, and "
+    "dynamic sampling is the setting to sweep first (it became the config's, v3, below). Loads 2.07, 1.97 (the run "
+    "before).",
     "Config v3 (2026-12-07 14:58-16:45 UTC): v2 + rollout.filter_groups.enable=true and 20 steps, swept again on "
     "the three tasks that learn, both modes, 2 seeds (the four filter_groups ablations above are v3 runs: the same "
     "resolved config). Means after, v3 against v2: gcd full 0.455 (0.425, 0.485) against 0.330, the one setting "
@@ -294,13 +295,13 @@ def render(records: list[dict]) -> str:
     ]
     for (task, mode, _, seed, label), r in sorted(latest.items()):
         if "error" in r:
-            lines.append(f"| {task} | {mode} | {seed} | {label} | {r.get('config_sha', '')} | failed (exit {r['returncode']}) | | | | "
+            lines.append(f"| {task} | {mode} | {seed} | {label} | {r['config_sha']} | failed (exit {r['returncode']}) | | | | "
                          f"{r['wall_s']:.0f} s | | | {r['load']} |")
             continue
         sec = r["seconds"]
         evals = ", ".join(f"{s}: {v:.3f}" for s, v in r["evals"])
         lines.append(
-            f"| {task} | {mode} | {seed} | {label} | {r.get('config_sha', '')} | {r['before']:.3f} | {r['after']:.3f} | "
+            f"| {task} | {mode} | {seed} | {label} | {r['config_sha']} | {r['before']:.3f} | {r['after']:.3f} | "
             f"{100 * (r['after'] - r['before']):+.1f} | {evals} | {r['wall_s']:.0f} s | {sec.get('step', float('nan')):.1f} "
             f"({sec.get('rollout', float('nan')):.1f} / {sec.get('update', float('nan')):.1f}) | "
             f"{len(r['warnings'])} | {r['load']} |")

@@ -18,10 +18,11 @@ from helpers import TORCHRUN, assert_same_training, launch_worker
 
 # Case names are the worker's STAGE:MICRO_BATCH_SIZE[:FLAG...] arguments (flags: see equivalence_worker.FLAGS). With
 # 2 ranks each holds 4 rows: "4" is one micro-batch of 4 (1x4), "1" four micro-batches of 1 (4x1). One process holds 8.
-ONE_PROCESS = ["0:8", "3:2", "0:8:bf16", "0:8:budget"]
+ONE_PROCESS = ["0:8", "3:2", "0:8:bf16", "0:8:budget", "0:8:zeroadv"]
 TWO_PROCESSES = [
     "0:4", "1:4", "2:4", "3:4", "0:1", "1:1", "2:1", "3:1",
     "1:4:json", "2:1:json", "3:1:json", "3:1:json:offload", "3:1:gc", "2:4:bf16", "3:1:bf16", "2:4:budget", "3:4:budget",
+    "0:1:zeroadv", "1:1:zeroadv", "2:1:zeroadv", "3:1:zeroadv",
 ]
 REFERENCE = "world1/0:8"
 # bf16: the forward in bf16 moves loss and gradient norm by ~5e-4 of their value; a wrong scale or a lost micro-batch
@@ -142,3 +143,18 @@ def test_token_budget_micro_batches_equal_the_big_batch(results, case):
     """optim.max_tokens_per_micro_batch: rows sorted by length into micro-batches of 1-3 rows, trimmed to their own
     widths, the count equalised over ranks (ZeRO-3's collectives need it): the same update as one batch of 8."""
     assert_same_training(results[case], results[REFERENCE])
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("zero_stage", [0, 1, 2, 3])
+def test_micro_batches_of_zero_advantage_leave_out_their_backward(results, zero_stage):
+    """beta 0 and some advantages exactly 0 (DAPO's padding groups): a micro-batch whose rows all have advantage 0 on
+    every rank gets no backward (2 of 4 a step here: one is zero on rank 0 only, one is the boundary), and the
+    training equals one process with one micro-batch of 8, which leaves out nothing."""
+    from equivalence_worker import STEPS
+
+    run, reference = results[f"world2/{zero_stage}:1:zeroadv"], results["world1/0:8:zeroadv"]
+    assert run["backward_calls"] == 2 * STEPS and reference["backward_calls"] == STEPS
+    assert_same_training(run, reference)
+    assert max(abs(a - b) for a, b in zip(reference["loss"], results[REFERENCE]["loss"])) > 1e-3  # other rows, other loss

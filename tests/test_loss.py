@@ -305,3 +305,32 @@ def test_bad_arguments_raise(overrides, match):
 def test_bf16_inputs_are_computed_in_fp32():
     loss, metrics = _call(logprobs=torch.zeros(2, 3, dtype=torch.bfloat16), advantages=torch.tensor([1.0, -1.0]))
     assert loss.dtype == torch.float32 and metrics["ratio_mean"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("level", IMPORTANCE_SAMPLING_LEVELS)
+def test_gradient_is_zero_when_every_advantage_is(loss_type, level):
+    """GRPOLoss.gradient_is_zero's claim, checked by autograd: advantage 0 on every valid row and beta 0 give a loss
+    of 0 and an exactly zero gradient, whatever the ratios (clipped on either side or not); a row without valid
+    tokens does not count, and one nonzero advantage or a KL term makes the gradient real."""
+    from train.loss import GRPOLoss
+
+    def bound(beta):
+        return GRPOLoss(loss_type=loss_type, epsilon=0.2, epsilon_high=0.28, beta=beta, max_completion_length=4,
+                        importance_sampling_level=level, use_bias_correction_kl=False)
+
+    gen = torch.Generator().manual_seed(0)
+    logprobs = (-torch.rand(3, 4, generator=gen)).requires_grad_()
+    old = logprobs.detach() + 0.5 * torch.randn(3, 4, generator=gen)  # ratios from ~0.3 to ~3: both clips active
+    mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    advantages = torch.tensor([0.0, 0.0, 2.5])  # the third row has no valid token
+    loss = bound(0.0)
+    assert loss.gradient_is_zero(advantages, mask)
+    value, _ = loss(logprobs, old, None, advantages, mask, step_tokens=5.0, num_sequences=2.0)
+    (gradient,) = torch.autograd.grad(value, logprobs)
+    assert value.item() == 0.0 and torch.count_nonzero(gradient) == 0
+    assert not bound(0.04).gradient_is_zero(advantages, mask)
+    advantages[1] = 1e-6
+    assert not loss.gradient_is_zero(advantages, mask)
+    value, _ = loss(logprobs, old, None, advantages, mask, step_tokens=5.0, num_sequences=2.0)
+    assert torch.count_nonzero(torch.autograd.grad(value, logprobs)[0]) > 0

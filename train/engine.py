@@ -238,10 +238,16 @@ class Engine:
 
     # -- training ----------------------------------------------------------------------------------------------------
 
-    def optimizer_step(self, micro_batches: Iterable[Any], micro_loss: Callable[[Any], torch.Tensor]) -> StepResult:
+    def optimizer_step(self, micro_batches: Iterable[Any], micro_loss: Callable[[Any], torch.Tensor], *,
+                       zero_gradient: Callable[[Any], bool] | None = None) -> StepResult:
         """Backward every micro-batch's `micro_loss(micro)`, then the one DeepSpeed step at the accumulation boundary,
         the last micro-batch: the single backward call site of GRPO and SFT alike. Call on all ranks with the same
         number of micro-batches.
+
+        `zero_gradient(micro)`: whether the micro-batch's loss has exactly zero gradient (GRPOLoss.gradient_is_zero).
+        Its forward runs (same loss and metrics), its backward, two thirds of the work, is left out: the update is
+        bit-identical (tests/test_grad_accum.py, tests/test_equivalence.py). Only where every rank leaves it out
+        (ZeRO-2/3 reduce in each backward: the ranks' calls must match), never at the boundary (the step needs one).
 
         Normalisation (the part that silently goes wrong in many trainers): each micro-batch's loss arrives already
         divided by the token (or sequence) count of the WHOLE optimiser step on ALL ranks, so the per-micro-batch
@@ -264,10 +270,13 @@ class Engine:
         for index, micro in enumerate(micro_batches):
             # The boundary is the last micro-batch, however many there are (a token budget makes the count vary by
             # step), not DeepSpeed's fixed gradient_accumulation_steps; set before the forward, as DeepSpeed asks.
-            ds.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
+            boundary = index == len(micro_batches) - 1
+            ds.set_gradient_accumulation_boundary(boundary)
             with self._training_forward():
                 loss = micro_loss(micro)
-            ds.backward(loss * self.world_size, scale_wrt_gas=False)
+            skippable = zero_gradient is not None and not boundary and zero_gradient(micro) and math.isfinite(loss.item())
+            if zero_gradient is None or boundary or not self._every_rank_agrees(skippable):
+                ds.backward(loss * self.world_size, scale_wrt_gas=False)
             if ds.is_gradient_accumulation_boundary() and self.zero_stage == 0:
                 # Without ZeRO, DeepSpeed clips fp32 gradients but does not keep their norm: measure it before the step.
                 unsharded_grad_norm = _grad_norm(ds.module)
@@ -279,6 +288,9 @@ class Engine:
         loss = all_reduce_sum(torch.tensor([total], dtype=torch.float64)).item()
         self._updates += 1
         return StepResult(loss=loss, grad_norm=grad_norm, skipped=skipped, lr=ds.get_lr()[0])
+
+    def _every_rank_agrees(self, local: bool) -> bool:
+        return all_reduce_sum(torch.tensor([float(not local)], device=self.device)).item() == 0
 
     # -- state -------------------------------------------------------------------------------------------------------
 

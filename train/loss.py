@@ -208,3 +208,13 @@ class GRPOLoss:
             num_tokens=token_normaliser(self.loss_type, step_tokens=step_tokens, micro_batch_tokens=micro_batch_tokens),
             num_sequences=num_sequences,
         )
+
+    def gradient_is_zero(self, advantages: Tensor, completion_mask: Tensor) -> bool:
+        """Whether the loss of these rows has exactly zero gradient whatever the weights: no KL term (beta == 0) and
+        every row with a valid token has advantage exactly 0 (a group whose rewards were all equal, e.g. DAPO's padding
+        at max_num_gen_batches). Then each token's -min(r·A, clip(r)·A) is -min(0, 0) and its gradient A·∂r = 0, so
+        Engine.optimizer_step may leave out the backward (a non-finite ratio is caught there: 0·inf is not 0)."""
+        if self.beta > 0:
+            return False
+        rows = completion_mask.sum(dim=1) > 0
+        return bool((advantages[rows] == 0).all())

@@ -34,11 +34,13 @@ def step_normalisers(completion_mask: torch.Tensor) -> tuple[float, float]:
 
 
 def policy_update(engine: "Engine", batch: TrainBatch, *, loss: GRPOLoss, micro_batching: MicroBatching, temperature: float,
-                  logprob_chunk_size: int) -> dict[str, float]:
+                  logprob_chunk_size: int, skip_zero_gradient: bool = True) -> dict[str, float]:
     """One optimiser step over all rows of `batch` (this rank's share). Returns metrics over all ranks: `loss` is the
     step's global loss, the others are means over all valid completion tokens of all ranks; `skipped` is 1.0 when the
     optimiser step was skipped for non-finite gradients (the weights did not change). Micro-batches are
-    `micro_batching`'s (rows, or a token budget: train/micro_batches.py), each trimmed to its own widths."""
+    `micro_batching`'s (rows, or a token budget: train/micro_batches.py), each trimmed to its own widths. A
+    micro-batch whose gradient is exactly zero (every advantage 0, beta 0) gets no backward (Engine.optimizer_step);
+    `skip_zero_gradient=False` runs it anyway (the tests compare both)."""
     num_tokens, num_sequences = step_normalisers(batch.completion_mask)
     sums: dict[str, float] = defaultdict(float)
 
@@ -60,7 +62,8 @@ def policy_update(engine: "Engine", batch: TrainBatch, *, loss: GRPOLoss, micro_
         return value
 
     micro_batches = [batch.select(rows) for rows in micro_batching.plan(batch.attention_mask, batch.completion_mask)]
-    step = engine.optimizer_step(micro_batches, micro_loss)
+    step = engine.optimizer_step(micro_batches, micro_loss, zero_gradient=(
+        (lambda micro: loss.gradient_is_zero(micro.advantages, micro.completion_mask)) if skip_zero_gradient else None))
     names = list(sums)  # same order on every rank: the loss returns the same keys everywhere
     totals = dict(zip(names, all_reduce_sum(torch.tensor([sums[n] for n in names], dtype=torch.float64)).tolist()))
     tokens = max(totals.pop("_tokens"), 1.0)

@@ -71,99 +71,9 @@ SCREEN: dict[str, tuple] = {
     "base_conversion": (0.00, 0.36, None, None, None),
 }
 
-# What the runs showed, kept with the table (update when a run changes the picture).
-FINDINGS = [
-    "The answer format is learned within ~10 steps (completions shrink from ~35 tokens to 2-4); then the policy tends "
-    "to the commonest answer: syllogism (LoRA pilot) went to 0.715 held-out, what always \"Yes\" gets (0.710); "
-    "letter_counting (full) to 0.350, near what always \"1\" gets (0.315), and its logged samples at step 30 all "
-    "answer \"1\". Compare every gain with the always-the-commonest-answer column.",
-    "reasoning-gym's default partial credit (len(gold) / len(answer) for a gold inside a longer answer) was farmed: "
-    "letter_counting under LoRA learned to answer \"12\" (0.5 whenever the count is 1 or 2), held-out 0.000 -> 0.000. "
-    "With exact answers only (the ablation row) the same run went 0.000 -> 0.305, so configs/smollm2_gym.yaml now sets "
-    "partial_credit: false (config aa91a96f4a52); rows made with ed6141d4de36 still had partial credit.",
-    "gcd (full, exact answers only): 0.000 -> 0.330 in 660 s, against 0.345 for always \"2\". Under LoRA the same: "
-    "0.000 -> 0.325 in 796 s (0.010 at step 10, 0.245 at step 20); no_reward_spread fired at steps 3 and 8, before the "
-    "first right answers; 37% of the last step's completions open alike (load 1.23 at its start: the 1-minute average of the CI run that had just ended). "
-    "Seed 1: full 0.000 -> 0.330 in 509 s (the same as seed 0), LoRA 0.000 -> 0.195 in 699 s (0.000 at steps 10 and "
-    "20: its first right answers came later); both modes clear the bar (+33.0 and +26.0 mean) at the always-\"2\" "
-    "level, not above it. Loads at their starts (0.67, 2.25) are 1-minute averages that still count the run before; "
-    "each ran alone.",
-    "syllogism, both modes and both seeds under the current config (exact answers only): every run 0.000 -> 0.715 "
-    "(364-381 s), reached by step 10: what always \"Yes\" gets (0.710), as the 20-step pilot did. The bar's +10 "
-    "holds (+71.5 mean in each mode) and says nothing about logic: in each run the one-opening warning fired "
-    "(steps 6-13, 83-97% of a step's completions alike), then no_reward_spread (100% of the groups: every completion "
-    "of a group gave the same answer even at temperature 1), so GRPO had nothing left to learn from. Loads at their "
-    "starts (1.29-2.00) are 1-minute averages that still count the run before; each ran alone.",
-    "letter_counting, both modes and both seeds under the current config (exact answers only): full 0.000 -> 0.350 "
-    "on both seeds (526 s, 397 s), LoRA 0.000 -> 0.305 / 0.350 (531 s, 448 s): +35.0 and +32.75 mean, 0-3.5 points "
-    "above always \"1\" (0.315). Every sampled completion logged at step 30 answers \"1\" (full seed 0: 8 of 8; "
-    "LoRA seed 1: 8 of 8); full fine-tuning fired the one-opening warning (steps 13, 17: 95-97% alike), and every run "
-    "no_reward_spread (100% of the groups). Loads at their starts 1.79-2.01 (1-minute averages that still count the "
-    "run before; each ran alone).",
-    "color_cube_rotation: no completion was ever right in 30 steps (64 a step), so no group had reward spread and "
-    "nothing was learned; the no_reward_spread warning fired at step 3. The run also took 1322 s (> 20 min): "
-    "~250-token prompts and completions that ramble to the cap make its steps ~32 s. LoRA seed 0 under the current "
-    "config (exact answers only): the same 0.000 -> 0.000, in 867 s (19.4 s a step), no_reward_spread at step 3, and "
-    "the same first- and last-step truncation as the full run (0.297, 0.203); load 1.97 at its start (the run before). "
-    "LoRA seed 1: 0.000 -> 0.000 in 859 s, no_reward_spread at step 3. Full seed 1 under the current config: "
-    "0.000 -> 0.000 in 989 s (24.0 s a step), no_reward_spread at step 3; load 1.88 at its start (the run before).",
-    "spell_backward (full, exact answers only): the same: no completion spelled a word backward exactly in 30 steps "
-    "(held-out 0.000 -> 0.000, reward 0 at every step), no_reward_spread fired at step 3; 1004 s, half the "
-    "completions cut at 48 tokens. With exact answers only, a task the model never solves gives GRPO nothing to learn "
-    "from; the partial credit that would give it a gradient is the one letter_counting farmed. LoRA, both seeds: the "
-    "same 0.000 -> 0.000 (661 s, 654 s), no_reward_spread at step 3; seed 0's first- and last-step truncation (0.547, "
-    "0.438) and entropy (3.927, 3.888) equal the full run's to the last digit: with every advantage 0, neither run "
-    "changed what the model samples. Full seed 1: 0.000 -> 0.000 in 790 s, the same warning at step 3. Loads at "
-    "their starts 1.91-2.02 (1-minute averages that still count the run before; each ran alone).",
-    "Ablations on gcd (full, seed 0, 30 steps; the baseline run 0.000 -> 0.330, always \"2\" 0.345). (1) Room to "
-    "reason, scored as configs/smollm2_basic_arithmetic.yaml does (data.prefill_answer=false, the last number of a "
-    "completion without <answer>): it starts higher, 0.095, since the model then explains and sometimes gets it "
-    "right, but the policy learned to ramble to the cap (completions cut 69% -> 97%; a cut completion still scores "
-    "its last number) and held-out pass@1 went 0.020 at step 10, 0.345 at step 20, 0.040 at the end; 1017 s. eval_below_start fired at steps 10 and 30; entropy stayed flat (1.56 -> "
-    "1.53), so the entropy-and-truncation check did not. (2) KL to the start (grpo.beta=0.04): the collapse is slower "
-    "(34% of the last step's completions open alike, against 97% without KL) but held-out pass@1 ends lower, 0.000 -> "
-    "0.195 (632 s); its last logged samples are bare numbers (\"1\", \"2\", \"3\"), none right. Neither beats always-"
-    "\"2\". Loads at their starts 0.34 and 1.85 (the second counts the first run); each ran alone.",
-    "Two more gcd ablations of (1), the same seed and steps. (3) grpo.mask_truncated_completions=true (TRL's option, "
-    "new in thinkrl for this: cut completions out of the loss): held-out 0.095 -> 0.010 (0.000 at step 20), cut "
-    "completions 69% -> 92% by step 5; 743 s, load 0.08. Masking alone does not stop the rambling: a cut completion "
-    "paid by its last number still raises its group's mean, so the group's finished completions get negative "
-    "advantages. entropy_and_truncation_rising fired at step 6, eval_below_start at steps 10, 20 and 30. (4) The "
-    "overlong_penalty reward (DAPO's soft punishment, max_len 48, cache_len 16 tokens) beside the accuracy reward: "
-    "cut completions 69% -> 0% by step 8, then the completions shrink to bare numbers (2 tokens from step 20) and "
-    "held-out pass@1 goes 0.095 -> 0.045 -> 0.330 -> 0.330, the always-\"2\" level (eval_below_start at step 10); "
-    "426 s, load 1.97 (the run before). The measured cause of the "
-    "collapse on gcd: the model's own answers, explained or not, are right less often (0.095 at step 0) than one "
-    "fixed answer (0.345), so the fixed answer is the nearest reward GRPO finds; KL (2) only slows it.",
-    "20-step ablations on gcd (seed 0 unless said; the baseline had 0.330 at step 20): rollout.temperature=1.5 0.000 "
-    "-> 0.335 (521 s; random text at first, entropy 8.1 and 91% cut, then bare \"2\"); LoRA at optim.lr=3e-4 0.000 "
-    "-> 0.330 (331 s; the same collapse, sooner: LoRA at 1e-4 had 0.245 at step 20). rollout.filter_groups.enable="
-    "true (DAPO dynamic sampling: only groups with reward spread train; 2-4 rounds of 8 prompts a step, 6-48 s a "
-    "step) is the first setting above always \"2\": 0.000 -> 0.335 -> 0.425 (428 s), and seed 1 0.000 -> 0.355 -> "
-    "0.485 (410 s). Its answers depend on the prompt: \"2\" or \"1\", \"2\" for the even pairs of its logged "
-    "samples, once \"9\" for 558 and 549 (right); the rule \"2 if both are even, else 1\" scores 0.585 on the held-out "
-    "set, always \"1\" 0.240. Without dynamic sampling the collapse removes the reward spread GRPO learns from; "
-    "with it every step trains on prompts whose answers still differ. Loads at their starts 1.47-1.95 (each counts "
-    "the run before; each ran alone).",
-    "Dynamic sampling on the other tasks that collapsed (full, seed 0, 20 steps): letter_counting 0.000 -> 0.300 -> "
-    "0.350 (462 s), syllogism 0.000 -> 0.715 -> 0.715 (389 s), the commonest answer again: 91-100% of the "
-    "completions alike (one_opening_for_all at steps 16 and 7) and every step at the 4-round limit, no group with "
-    "spread left to keep. configs/smollm2_gym.yaml was left unchanged then: a new default means sweeping again, and "
-    "dynamic sampling is the setting to sweep first (it became the config's, v3, below). Loads 2.07, 1.97 (the run "
-    "before).",
-    "Config v3 (2026-12-07 14:58-16:45 UTC): v2 + rollout.filter_groups.enable=true and 20 steps, swept again on "
-    "the three tasks that learn, both modes, 2 seeds (the four filter_groups ablations above are v3 runs: the same "
-    "resolved config). Means after, v3 against v2: gcd full 0.455 (0.425, 0.485) against 0.330, the one setting "
-    "above always \"2\" (0.345); gcd LoRA 0.263 (0.330, 0.195) against 0.260, still 22-41% of completions alike at "
-    "step 20 and ahead of v2 LoRA at step 20 (0.245, 0.000); letter_counting full 0.350 and LoRA 0.335 (0.330, "
-    "0.340) against 0.350 and 0.328; syllogism 0.715 in all 4 runs, as in v2. No mean fell. Wall 384-462 s full, "
-    "424-780 s LoRA (LoRA's first steps draw all 4 rounds: ~40 s a step on gcd). The runs' warnings predate the "
-    "hints that read filter_groups/rounds (they still suggest enabling it). spell_backward LoRA seed 0 on v3: all "
-    "4 rounds every step, 5,120 completions, none right, 0.000 -> 0.000 in 980 s (45 s a step); color_cube_rotation "
-    "full seed 0 the same in 1201 s (49 s a step, 1 s over the bar; load 0.75); spell_backward LoRA seed 1 "
-    "0.000 -> 0.000 in 998 s (load 0.08). Loads at start 0.36-2.13, each run "
-    "alone (a load counts the run before).",
-]
+# What the runs showed, kept with the table (update when a run changes the picture): one finding per line, each a
+# markdown list item, copied into the table as it stands.
+FINDINGS = ROOT / "benchmarks" / "task_sweep_findings.md"
 
 
 # The versions of configs/smollm2_gym.yaml the records were made with (first 12 hex digits of its SHA-256), oldest
@@ -280,7 +190,7 @@ def render(records: list[dict]) -> str:
         "",
         "## Findings so far",
         "",
-        *[f"- {finding}" for finding in FINDINGS],
+        *FINDINGS.read_text().splitlines(),
         "",
         "## Runs",
         "",

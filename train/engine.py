@@ -244,10 +244,9 @@ class Engine:
         the last micro-batch: the single backward call site of GRPO and SFT alike. Call on all ranks with the same
         number of micro-batches.
 
-        `zero_gradient(micro)`: whether the micro-batch's loss has exactly zero gradient (GRPOLoss.gradient_is_zero).
-        Its forward runs (same loss and metrics), its backward, two thirds of the work, is left out: the update is
-        bit-identical (tests/test_grad_accum.py, tests/test_equivalence.py). Only where every rank leaves it out
-        (ZeRO-2/3 reduce in each backward: the ranks' calls must match), never at the boundary (the step needs one).
+        `zero_gradient(micro)`: its loss has exactly zero gradient (GRPOLoss.gradient_is_zero); the forward runs (same loss
+        and metrics), the backward (2/3 of the work) is left out where every rank leaves it out (ZeRO-2/3 reduce in each
+        backward), never at the boundary. Bit-identical updates: tests/test_grad_accum.py, tests/test_equivalence.py.
 
         Normalisation (the part that silently goes wrong in many trainers): each micro-batch's loss arrives already
         divided by the token (or sequence) count of the WHOLE optimiser step on ALL ranks, so the per-micro-batch
@@ -282,6 +281,7 @@ class Engine:
                 unsharded_grad_norm = _grad_norm(ds.module)
             ds.step()
             total += loss.item()
+            del loss  # a left-out backward leaves the graph alive: free it before the next forward
         grad_norm = unsharded_grad_norm if self.zero_stage == 0 else ds.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         skipped = bool(getattr(guard, "last_step_skipped", False)) or not math.isfinite(grad_norm)

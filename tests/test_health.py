@@ -46,6 +46,16 @@ def test_entropy_and_truncation_rising_together():
     assert "max_completion_length" in message and "grpo.beta" in message
 
 
+def test_entropy_and_truncation_rising_on_an_untrained_policy_is_not_drift():
+    """Every group without reward spread trains nothing, so a rise is the prompts' (color_cube_rotation's runs in the
+    task sweep: the same rise at the same step under LoRA and full fine-tuning, on an unchanged model); one step
+    with a group to learn from in the compared steps makes it count again."""
+    untrained = [_train(step, entropy=2.43 + 0.06 * step, truncated=0.45 + 0.025 * step, zero_std=1.0) for step in range(1, 9)]
+    assert _fired(untrained) == [(3, "no_reward_spread")]
+    untrained[4]["zero_std_fraction"] = 0.875  # step 5 had one group with spread: its update can have moved the policy
+    assert (6, "entropy_and_truncation_rising") in _fired(untrained)
+
+
 def test_no_reward_spread_for_several_steps_fires_once():
     records = [_train(1, zero_std=0.95), _train(2, zero_std=0.5)]  # one bad step is noise
     records += [_train(step, zero_std=1.0) for step in range(3, 9)]

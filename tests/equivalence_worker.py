@@ -109,7 +109,7 @@ def run_case(
     from train.model import build_byte_tokenizer, build_tiny_model
     from train.update import policy_update
 
-    from helpers import TINY_SHAPE, build_engine, grpo_loss
+    from helpers import TINY_SHAPE, build_engine, count_backwards, grpo_loss
 
     tokenizer = build_byte_tokenizer()
     model = build_tiny_model(tokenizer, **TINY_SHAPE, dtype=dtype, attn_implementation="eager", seed=1)
@@ -132,15 +132,7 @@ def run_case(
         eps=ADAM_EPS, total_steps=STEPS, shard_everything=True,
         overrides=json.loads(config_file.read_text()) if config_file is not None else None,
     )
-    backward_calls = 0
-    backward = engine.ds.backward
-
-    def counted_backward(*args, **kwargs):
-        nonlocal backward_calls
-        backward_calls += 1
-        return backward(*args, **kwargs)
-
-    engine.ds.backward = counted_backward
+    backward_calls = count_backwards(engine)
     losses, grad_norms, clip_fractions = [], [], []
     for step in range(STEPS):
         batch = batches[step].select(list(range(rank * rows, (rank + 1) * rows)))
@@ -156,7 +148,7 @@ def run_case(
     engine.destroy()
     return {
         "loss": losses, "grad_norm": grad_norms, "clip_ratio": clip_fractions, "weights": weights, "sharded": sharded,
-        "initial": before, "backward_calls": backward_calls,
+        "initial": before, "backward_calls": len(backward_calls),
     }
 
 

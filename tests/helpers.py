@@ -190,17 +190,35 @@ def grpo_loss(*, loss_type: str = "dapo", beta: float = 0.0, max_completion_leng
                     importance_sampling_level="token", use_bias_correction_kl=False)
 
 
-def run_update(tokenizer, batch, micro_batch_size, loss_type):
+def count_backwards(engine) -> list:
+    """Wrap the DeepSpeed engine's backward: the returned list gets one item per call."""
+    calls, backward = [], engine.ds.backward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return backward(*args, **kwargs)
+
+    engine.ds.backward = counted
+    return calls
+
+
+def run_update(tokenizer, batch, micro_batch_size, loss_type, *, zero_stage=0, skip_zero_gradient=True, backward_calls=None):
+    """One policy_update of the tiny model; (metrics, weight deltas). `backward_calls`, a list, gets one item per
+    backward (count_backwards)."""
     from train.micro_batches import MicroBatching
     from train.update import policy_update
 
     model = make_tiny_model(tokenizer, seed=1)
-    engine = build_engine(model, micro_batch_size=micro_batch_size, grad_accum_steps=N // micro_batch_size, max_grad_norm=1e9,
-                          lr=1.0, betas=(0.9, 0.999), eps=1e3, total_steps=1)
+    engine = build_engine(model, zero_stage=zero_stage, micro_batch_size=micro_batch_size, grad_accum_steps=N // micro_batch_size,
+                          max_grad_norm=1e9, lr=1.0, betas=(0.9, 0.999), eps=1e3, total_steps=1)
+    calls = count_backwards(engine)
     before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
     metrics = policy_update(engine, batch, loss=grpo_loss(loss_type=loss_type), micro_batching=MicroBatching(micro_batch_size),
-                            temperature=1.0, logprob_chunk_size=4)
+                            temperature=1.0, logprob_chunk_size=4, skip_zero_gradient=skip_zero_gradient)
     delta = {n: p.detach() - before[n] for n, p in engine.module.named_parameters()}
+    engine.destroy()
+    if backward_calls is not None:
+        backward_calls.extend(calls)
     return metrics, delta
 
 

@@ -36,23 +36,6 @@ def test_bnpo_depends_on_micro_batch(tokenizer, dist_single):
     assert micro["grad_norm"] != pytest.approx(big["grad_norm"], rel=1e-3)
 
 
-def _update_counting_backwards(tokenizer, batch, *, zero_stage, skip_zero_gradient):
-    from helpers import build_engine, grpo_loss, make_tiny_model
-    from train.micro_batches import MicroBatching
-    from train.update import policy_update
-
-    engine = build_engine(make_tiny_model(tokenizer, seed=1), zero_stage=zero_stage, micro_batch_size=2, grad_accum_steps=N // 2,
-                          max_grad_norm=1e9, lr=1.0, betas=(0.9, 0.999), eps=1e3, total_steps=1)
-    calls, backward = [], engine.ds.backward
-    engine.ds.backward = lambda *args, **kwargs: (calls.append(1), backward(*args, **kwargs))[1]
-    before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
-    metrics = policy_update(engine, batch, loss=grpo_loss(), micro_batching=MicroBatching(2), temperature=1.0,
-                                        logprob_chunk_size=4, skip_zero_gradient=skip_zero_gradient)
-    delta = {n: p.detach() - before[n] for n, p in engine.module.named_parameters()}
-    engine.destroy()
-    return metrics, delta, len(calls)
-
-
 @pytest.mark.parametrize("zero_stage", [0, 2])
 @pytest.mark.parametrize("zero_rows", [[2, 3, 4, 5], list(range(N))], ids=["two-micro-batches", "every-row"])
 def test_micro_batches_of_zero_advantage_skip_the_backward_bit_for_bit(tokenizer, dist_single, zero_stage, zero_rows):
@@ -60,9 +43,11 @@ def test_micro_batches_of_zero_advantage_skip_the_backward_bit_for_bit(tokenizer
     boundary) get no backward, and the update, loss and every metric are bit-identical to running them."""
     batch = make_batch(tokenizer)
     batch.advantages[zero_rows] = 0.0
-    skipped_metrics, skipped_delta, skipped_calls = _update_counting_backwards(tokenizer, batch, zero_stage=zero_stage, skip_zero_gradient=True)
-    full_metrics, full_delta, full_calls = _update_counting_backwards(tokenizer, batch, zero_stage=zero_stage, skip_zero_gradient=False)
-    assert full_calls == N // 2 and skipped_calls == N // 2 - (2 if len(zero_rows) < N else N // 2 - 1)
+    skipped_calls, full_calls = [], []
+    skipped_metrics, skipped_delta = run_update(tokenizer, batch, 2, "dapo", zero_stage=zero_stage, backward_calls=skipped_calls)
+    full_metrics, full_delta = run_update(tokenizer, batch, 2, "dapo", zero_stage=zero_stage, skip_zero_gradient=False,
+                                          backward_calls=full_calls)
+    assert len(full_calls) == N // 2 and len(skipped_calls) == N // 2 - (2 if len(zero_rows) < N else N // 2 - 1)
     assert skipped_metrics == full_metrics
     for name, delta in full_delta.items():
         assert torch.equal(skipped_delta[name], delta), name

@@ -273,14 +273,14 @@ class Engine:
             ds.set_gradient_accumulation_boundary(boundary)
             with self._training_forward():
                 loss = micro_loss(micro)
-            skippable = zero_gradient is not None and not boundary and zero_gradient(micro) and math.isfinite(loss.item())
+            total += (value := loss.item())
+            skippable = zero_gradient is not None and not boundary and zero_gradient(micro) and math.isfinite(value)
             if zero_gradient is None or boundary or not self._every_rank_agrees(skippable):
                 ds.backward(loss * self.world_size, scale_wrt_gas=False)
             if ds.is_gradient_accumulation_boundary() and self.zero_stage == 0:
                 # Without ZeRO, DeepSpeed clips fp32 gradients but does not keep their norm: measure it before the step.
                 unsharded_grad_norm = _grad_norm(ds.module)
             ds.step()
-            total += loss.item()
             del loss  # a left-out backward leaves the graph alive: free it before the next forward
         grad_norm = unsharded_grad_norm if self.zero_stage == 0 else ds.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
